@@ -1,0 +1,94 @@
+public import Logging
+
+/// A unit of work that a ``WorkerPool`` runs on one of its workers.
+///
+/// A job is a value: its stored properties are its arguments, and its type's ``jobName`` is its
+/// identity on the wire. The parent and its worker processes run the same code, so a job type
+/// means the same thing on both sides.
+///
+/// ```swift
+/// struct Square: Job {
+///     var value: Int
+///     func run(in context: JobContext) async throws -> Int { value * value }
+/// }
+/// ```
+public protocol Job: Codable, Sendable {
+    /// What the job returns to its caller.
+    associatedtype Output: Codable & Sendable
+
+    /// The job type's stable name on the wire. Defaults to the fully qualified type name
+    /// (`MyModule.Square`); override it to keep a name stable across renames.
+    static var jobName: String { get }
+
+    /// Does the work. Runs in a worker: another process, for a process worker.
+    ///
+    /// - Parameter context: the worker's identity, a logger and cancellation state.
+    /// - Returns: the result, sent back to the caller of ``WorkerPool/run(_:priority:timeout:)``.
+    /// - Throws: any error; the caller receives a ``CrewError`` with code ``CrewError/Code/jobFailed``
+    ///   that names the error's type and describes it.
+    func run(in context: JobContext) async throws -> Output
+}
+
+extension Job {
+    /// The fully qualified type name, for example `MyModule.Square`.
+    public static var jobName: String { String(reflecting: Self.self) }
+}
+
+/// What a running job knows about where it runs.
+public struct JobContext: Sendable {
+    /// The pool-assigned number of the worker running the job (1, 2, …; replacements get new numbers).
+    public var workerID: Int
+    /// The job's pool-assigned identifier, unique within its pool.
+    public var jobID: UInt64
+    /// The process the job runs in.
+    public var processID: Int32
+    /// A logger for the job, with `crew.worker` and `crew.job` metadata set.
+    public var logger: Logger
+
+    /// Creates a context; workers make these, tests of job types may too.
+    public init(workerID: Int, jobID: UInt64, processID: Int32, logger: Logger) {
+        self.workerID = workerID
+        self.jobID = jobID
+        self.processID = processID
+        self.logger = logger
+    }
+
+    /// Whether the caller cancelled the job. Cancellation is cooperative first: a job that does
+    /// not stop within the pool's grace period has its worker process killed.
+    public var isCancelled: Bool { Task.isCancelled }
+
+    /// Throws `CancellationError` if the caller cancelled the job.
+    public func checkCancellation() throws {
+        try Task.checkCancellation()
+    }
+}
+
+/// The order in which queued jobs start: higher priorities first, first-in first-out within one.
+public struct JobPriority: Hashable, Comparable, Sendable, CustomStringConvertible {
+    /// The numeric priority; larger starts earlier.
+    public var rawValue: Int
+
+    /// A priority with the given numeric value.
+    public init(_ rawValue: Int) { self.rawValue = rawValue }
+
+    /// Background work: starts only when nothing of higher priority waits.
+    public static let low = JobPriority(-10)
+    /// The default.
+    public static let normal = JobPriority(0)
+    /// Starts before `normal` and `low` jobs.
+    public static let high = JobPriority(10)
+    /// Starts before everything else.
+    public static let critical = JobPriority(20)
+
+    public static func < (lhs: JobPriority, rhs: JobPriority) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    public var description: String {
+        switch rawValue {
+        case -10: "low"
+        case 0: "normal"
+        case 10: "high"
+        case 20: "critical"
+        default: "priority(\(rawValue))"
+        }
+    }
+}

@@ -1,0 +1,50 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CCrewSystem
+
+/// A dedicated OS thread, for work that must never occupy Swift's cooperative pool: blocking
+/// reads on a worker's channel, the supervisor's timers and spawns.
+struct PosixThread: @unchecked Sendable {
+    private let handle: pthread_t
+
+    private final class Box {
+        let name: String
+        let body: () -> Void
+        init(name: String, body: @escaping () -> Void) {
+            self.name = name
+            self.body = body
+        }
+    }
+
+    /// Starts `body` on a new thread named `name` (at most 15 bytes are kept).
+    static func start(name: String, _ body: @escaping @Sendable () -> Void) -> PosixThread {
+        let box = Unmanaged.passRetained(Box(name: name, body: body))
+        var attr = pthread_attr_t()
+        pthread_attr_init(&attr)
+        // Small stacks: these threads only shuffle bytes. 512 KiB leaves room for Swift frames.
+        pthread_attr_setstacksize(&attr, 512 * 1024)
+        defer { pthread_attr_destroy(&attr) }
+        var handle = pthread_t()
+        let rc = pthread_create(&handle, &attr, { raw in
+            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+            _ = box.name.withCString { ccrew_set_thread_name($0) }
+            box.body()
+            return nil
+        }, box.toOpaque())
+        precondition(rc == 0, "pthread_create failed: \(rc)")
+        return PosixThread(handle: handle)
+    }
+
+    /// Waits for the thread to finish.
+    func join() {
+        pthread_join(handle, nil)
+    }
+
+    /// Lets the thread's resources go when it finishes, without a join.
+    func detach() {
+        pthread_detach(handle)
+    }
+}

@@ -1,0 +1,196 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CCrewSystem
+public import Logging
+import Synchronization
+
+/// Entry points for worker processes.
+public enum Crew {
+    /// Environment variables a pool sets for the workers it spawns.
+    enum Environment {
+        static let workerID = "CREW_WORKER_ID"
+        static let parentPID = "CREW_PARENT_PID"
+        static let maxFrameSize = "CREW_MAX_FRAME_SIZE"
+    }
+
+    /// The descriptor of a worker's channel to its pool.
+    static let channelFD: Int32 = 3
+
+    /// Whether this process was started by a ``WorkerPool`` as one of its workers.
+    public static var isWorker: Bool { getenv(Environment.workerID) != nil }
+
+    /// Serves jobs from `catalog` if this process is a worker a pool started, and never returns;
+    /// does nothing and returns at once otherwise.
+    ///
+    /// Call it first thing in `main`, with the same catalog the parent's pool uses. A pool whose
+    /// ``WorkerPool/Configuration/executable`` is ``WorkerExecutable/current`` re-executes the
+    /// running binary, which then serves here.
+    ///
+    /// ```swift
+    /// @main struct App {
+    ///     static func main() async throws {
+    ///         try await Crew.serveIfWorker([Square.self])
+    ///         // only the parent gets here
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// A worker ends when its pool closes the channel or dies (even by SIGKILL: the kernel's
+    /// parent-death signal and the channel's end-of-file both end it), ignores the terminal's
+    /// SIGINT (the pool coordinates shutdown), and shows as `crew-worker <n>` in `ps`.
+    ///
+    /// - Parameters:
+    ///   - catalog: the job types this worker can run.
+    ///   - logger: the base logger for jobs; by default one labelled `crew.worker`.
+    public static func serveIfWorker(_ catalog: JobCatalog, logger: Logger? = nil) async {
+        guard let idText = getenv(Environment.workerID), let workerID = Int(String(cString: idText)) else { return }
+        let parentPID = getenv(Environment.parentPID).flatMap { Int32(String(cString: $0)) } ?? 0
+        let maxFrameSize = getenv(Environment.maxFrameSize).flatMap { Int(String(cString: $0)) }
+            ?? WireProtocol.defaultMaxFrameSize
+        // Children this worker starts (a nested pool, a shell command) are not workers of ours.
+        unsetenv(Environment.workerID)
+        unsetenv(Environment.parentPID)
+        unsetenv(Environment.maxFrameSize)
+
+        // Die with the parent, even by SIGKILL. The kernel sends the signal when the parent's
+        // spawning thread exits; if the parent died before prctl, we have been re-parented.
+        _ = ccrew_set_parent_death_signal(SIGKILL)
+        if parentPID != 0 && getppid() != parentPID { _exit(70) }
+        signal(SIGINT, SIG_IGN)
+        signal(SIGPIPE, SIG_IGN)
+        // Keep our channel out of anything this worker spawns.
+        _ = fcntl(channelFD, F_SETFD, FD_CLOEXEC)
+        _ = "crew-worker \(workerID)".withCString { ccrew_set_thread_name($0) }
+
+        var base = logger ?? Logger(label: "crew.worker")
+        base[metadataKey: "crew.worker"] = "\(workerID)"
+        let server = WorkerServer(workerID: workerID, catalog: catalog, logger: base, maxFrameSize: maxFrameSize)
+        server.start()
+        // The reader thread ends the process; this task parks for good.
+        while true {
+            try? await Task.sleep(for: .seconds(86_400))
+        }
+    }
+}
+
+/// The worker side of the wire: reads run and cancel frames on a dedicated thread, runs each
+/// job as a task, writes results back.
+final class WorkerServer: Sendable {
+    private let workerID: Int
+    private let catalog: JobCatalog
+    private let logger: Logger
+    private let maxFrameSize: Int
+    private let processID = getpid()
+    private let output = Mutex(FrameWriter(capacity: 4096))
+
+    private struct Jobs: ~Copyable {
+        var running: [UInt64: Task<Void, Never>] = [:]
+        var draining = false
+    }
+    private let jobs = Mutex(Jobs())
+
+    init(workerID: Int, catalog: JobCatalog, logger: Logger, maxFrameSize: Int) {
+        self.workerID = workerID
+        self.catalog = catalog
+        self.logger = logger
+        self.maxFrameSize = maxFrameSize
+    }
+
+    func start() {
+        send(.hello(Hello(
+            version: WireProtocol.version, processID: processID, workerID: UInt32(truncatingIfNeeded: workerID),
+            jobNames: catalog.names
+        )))
+        PosixThread.start(name: "crew-reader") { [self] in readLoop() }.detach()
+    }
+
+    private func readLoop() {
+        var reader = FrameReader(maxFrameSize: maxFrameSize)
+        while true {
+            let n = reader.append(from: Crew.channelFD)
+            // End of stream or error: the pool is gone or has let us go.
+            if n <= 0 { exitWorker(0) }
+            do {
+                while let message = try reader.nextPoolMessage() {
+                    handle(message)
+                }
+            } catch {
+                // The pool broke the protocol; nothing it sends can be trusted now.
+                logger.error("crew worker: bad frame from the pool: \(error)")
+                exitWorker(65)
+            }
+        }
+    }
+
+    private func handle(_ message: PoolMessage) {
+        switch message {
+        case .run(let jobID, let name, let arguments):
+            guard let entry = catalog.entries[name] else {
+                send(.failure(
+                    jobID: jobID, kind: .unknownJobType, errorType: "",
+                    message: "worker \(workerID) has no job type named \(name) in its catalog"
+                ))
+                return
+            }
+            var jobLogger = logger
+            jobLogger[metadataKey: "crew.job"] = "\(jobID)"
+            let context = JobContext(workerID: workerID, jobID: jobID, processID: processID, logger: jobLogger)
+            jobs.withLock { state in
+                state.running[jobID] = Task { [self] in
+                    let result = await entry.run(arguments, context)
+                    send(Self.reply(jobID: jobID, name: name, result: result))
+                    let exit = jobs.withLock { jobs -> Bool in
+                        jobs.running[jobID] = nil
+                        return jobs.draining && jobs.running.isEmpty
+                    }
+                    if exit { exitWorker(0) }
+                }
+            }
+        case .cancel(let jobID):
+            jobs.withLock { $0.running[jobID] }?.cancel()
+        case .shutdown:
+            let exit = jobs.withLock { jobs -> Bool in
+                jobs.draining = true
+                return jobs.running.isEmpty
+            }
+            if exit { exitWorker(0) }
+        }
+    }
+
+    private static func reply(jobID: UInt64, name: String, result: Result<[UInt8], JobEntry.Failure>) -> WorkerMessage {
+        switch result {
+        case .success(let bytes):
+            return .result(jobID: jobID, output: bytes)
+        case .failure(.threw(let error)):
+            let kind: FailureKind = error is CancellationError ? .cancelled : .jobFailed
+            return .failure(jobID: jobID, kind: kind, errorType: String(reflecting: type(of: error)), message: String(describing: error))
+        case .failure(.undecodableArguments(let error)):
+            return .failure(
+                jobID: jobID, kind: .undecodableArguments, errorType: String(reflecting: type(of: error)),
+                message: "cannot decode the arguments of \(name): \(error)"
+            )
+        case .failure(.unencodableOutput(let error)):
+            return .failure(
+                jobID: jobID, kind: .unencodableOutput, errorType: String(reflecting: type(of: error)),
+                message: "cannot encode the output of \(name): \(error)"
+            )
+        }
+    }
+
+    private func send(_ message: WorkerMessage) {
+        let ok = output.withLock { writer in
+            writer.bytes.removeAll(keepingCapacity: true)
+            writer.write(message)
+            return writer.bytes.withUnsafeBytes { SystemIO.sendAll(Crew.channelFD, $0) }
+        }
+        if !ok { exitWorker(0) }
+    }
+
+    private func exitWorker(_ status: Int32) -> Never {
+        fflush(nil)
+        _exit(status)
+    }
+}

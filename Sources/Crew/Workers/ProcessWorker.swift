@@ -1,0 +1,289 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CCrewSystem
+import Synchronization
+
+/// The pool's side of one worker process: its pid, its channel (a Unix socket on the worker's
+/// fd 3) and its stderr pipe, each read by a dedicated thread.
+///
+/// Ownership: the reader thread owns the channel and closes it after reaping the process; the
+/// stderr thread owns the stderr pipe and closes it at end-of-file. Sends go through an outbox
+/// that batches whatever several threads enqueue at once into one `send`.
+final class ProcessWorker: Sendable {
+    /// What the worker's threads report to the pool.
+    struct Callbacks: Sendable {
+        var hello: @Sendable (Hello) -> Void
+        var messages: @Sendable ([WorkerMessage]) -> Void
+        var violation: @Sendable (String) -> Void
+        var exited: @Sendable (CrewError.Termination, String?) -> Void
+    }
+
+    /// How to start a worker process.
+    struct LaunchSpec: Sendable {
+        var executablePath: String
+        var arguments: [String]
+        var environment: [String: String]
+        var maxFrameSize: Int
+        var forwardStderr: Bool
+    }
+
+    let id: Int
+    let pid: pid_t
+    private let channel: Int32
+    private let stderrFD: Int32
+    private let maxFrameSize: Int
+    private let forwardStderr: Bool
+
+    private struct Outbox: ~Copyable {
+        var writer = FrameWriter(capacity: 4096)
+        var spare: [UInt8] = []
+        var flushing = false
+        var closed = false
+        var closeWhenFlushed = false
+    }
+    private let outbox = Mutex(Outbox())
+
+    private struct ProcessState: ~Copyable {
+        var reaped = false
+        var stderrTail = StderrTail()
+        var stderrClosed = false
+    }
+    private let process = Mutex(ProcessState())
+
+    private init(id: Int, pid: pid_t, channel: Int32, stderrFD: Int32, maxFrameSize: Int, forwardStderr: Bool) {
+        self.id = id
+        self.pid = pid
+        self.channel = channel
+        self.stderrFD = stderrFD
+        self.maxFrameSize = maxFrameSize
+        self.forwardStderr = forwardStderr
+    }
+
+    /// Spawns a worker process. Call on the ``Supervisor`` thread only (see there why).
+    static func spawn(id: Int, _ spec: LaunchSpec) throws(CrewError) -> ProcessWorker {
+        let channel: (parent: Int32, child: Int32)
+        let stderrPipe: (read: Int32, write: Int32)
+        do {
+            channel = try SystemIO.socketPair()
+            do {
+                stderrPipe = try SystemIO.pipe()
+            } catch {
+                close(channel.parent)
+                close(channel.child)
+                throw error
+            }
+        } catch {
+            throw CrewError(.workerStartFailed, "cannot create the worker's channel: \(error)", workerID: id, underlying: error)
+        }
+        defer {
+            close(channel.child)
+            close(stderrPipe.write)
+        }
+
+        var environment = currentEnvironment()
+        for (key, value) in spec.environment { environment[key] = value }
+        environment[Crew.Environment.workerID] = "\(id)"
+        environment[Crew.Environment.parentPID] = "\(getpid())"
+        environment[Crew.Environment.maxFrameSize] = "\(spec.maxFrameSize)"
+        let argv = ["crew-worker \(id)"] + spec.arguments
+        let envp = environment.map { "\($0.key)=\($0.value)" }
+
+        var pid: pid_t = 0
+        let rc = withCStrings(argv) { argv in
+            withCStrings(envp) { envp in
+                ccrew_spawn_worker(&pid, spec.executablePath, argv, envp, channel.child, stderrPipe.write)
+            }
+        }
+        guard rc == 0 else {
+            close(channel.parent)
+            close(stderrPipe.read)
+            throw CrewError(
+                .workerStartFailed,
+                "cannot spawn \(spec.executablePath): \(String(cString: strerror(rc))) (errno \(rc))", workerID: id)
+        }
+        return ProcessWorker(
+            id: id, pid: pid, channel: channel.parent, stderrFD: stderrPipe.read,
+            maxFrameSize: spec.maxFrameSize, forwardStderr: spec.forwardStderr)
+    }
+
+    /// Starts the reader and stderr threads.
+    func start(_ callbacks: Callbacks) {
+        PosixThread.start(name: "crew-stderr-\(id)") { [self] in stderrLoop() }.detach()
+        PosixThread.start(name: "crew-read-\(id)") { [self] in readLoop(callbacks) }.detach()
+    }
+
+    // MARK: Sending
+
+    /// Queues a message and sends everything queued, unless another thread is sending already
+    /// (it will send this too). Returns false if the channel is closed.
+    @discardableResult
+    func send(_ message: PoolMessage) -> Bool {
+        let first = outbox.withLock { box -> [UInt8]? in
+            guard !box.closed else { return nil }
+            box.writer.write(message)
+            guard !box.flushing else { return nil }
+            box.flushing = true
+            swap(&box.writer.bytes, &box.spare)
+            return box.spare
+        }
+        guard var batch = first else { return true }
+        while true {
+            _ = batch.withUnsafeBytes { SystemIO.sendAll(channel, $0) }
+            let more = outbox.withLock { box -> [UInt8]? in
+                box.spare = batch
+                box.spare.removeAll(keepingCapacity: true)
+                if box.writer.bytes.isEmpty || box.closed {
+                    box.flushing = false
+                    if box.closeWhenFlushed { Glibc.shutdown(channel, Int32(SHUT_WR)) }
+                    return nil
+                }
+                swap(&box.writer.bytes, &box.spare)
+                return box.spare
+            }
+            guard let more else { return true }
+            batch = more
+        }
+    }
+
+    /// Closes the pool's sending side: the worker reads end-of-file and exits once it has
+    /// answered what it already received.
+    func release() {
+        outbox.withLock { box in
+            guard !box.closed else { return }
+            box.closed = true
+            if box.flushing {
+                box.closeWhenFlushed = true
+            } else {
+                Glibc.shutdown(channel, Int32(SHUT_WR))
+            }
+        }
+    }
+
+    /// Sends `signal` to the worker process unless it has been reaped already (so a recycled
+    /// pid is never hit).
+    func signal(_ signal: Int32) {
+        process.withLock { state in
+            if !state.reaped { kill(pid, signal) }
+        }
+    }
+
+    // MARK: Threads
+
+    private func readLoop(_ callbacks: Callbacks) {
+        var reader = FrameReader(maxFrameSize: maxFrameSize)
+        var greeted = false
+        var messages: [WorkerMessage] = []
+        reading: while reader.append(from: channel) > 0 {
+            do throws(WireError) {
+                while let message = try reader.nextWorkerMessage() {
+                    if case .hello(let hello) = message {
+                        guard !greeted else { throw WireError(description: "a second hello") }
+                        greeted = true
+                        callbacks.hello(hello)
+                    } else {
+                        guard greeted else { throw WireError(description: "a message before the hello") }
+                        messages.append(message)
+                    }
+                }
+                if !messages.isEmpty {
+                    callbacks.messages(messages)
+                    messages.removeAll(keepingCapacity: true)
+                }
+            } catch {
+                if !messages.isEmpty { callbacks.messages(messages) }
+                callbacks.violation(error.description)
+                break reading
+            }
+        }
+        // End of stream: the worker exited, closed its channel, or we stopped listening after
+        // a violation. Make sure it is gone, then collect its status without racing `signal`.
+        signal(SIGKILL)
+        var info = siginfo_t()
+        while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR {}
+        let termination: CrewError.Termination = process.withLock { state in
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            state.reaped = true
+            return decodeWaitStatus(status)
+        }
+        outbox.withLock { box in
+            box.closed = true
+            box.flushing = true  // no sender may touch the descriptor any more
+        }
+        close(channel)
+        callbacks.exited(termination, awaitStderrTail())
+    }
+
+    private func stderrLoop() {
+        var buffer = [UInt8](repeating: 0, count: 8192)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { SystemIO.readSome(stderrFD, $0) }
+            guard n > 0 else { break }
+            buffer.withUnsafeBytes { raw in
+                let chunk = UnsafeRawBufferPointer(rebasing: raw[..<n])
+                if forwardStderr { _ = SystemIO.writeAll(2, chunk) }
+                process.withLock { $0.stderrTail.append(chunk) }
+            }
+        }
+        close(stderrFD)
+        process.withLock { $0.stderrClosed = true }
+    }
+
+    /// The tail of the worker's stderr, once the pipe has closed or 250 ms have passed (a
+    /// grandchild may hold the pipe open).
+    private func awaitStderrTail() -> String? {
+        let deadline = MonotonicTime.now() + .milliseconds(250)
+        while true {
+            let (closed, text) = process.withLock { ($0.stderrClosed, $0.stderrTail.text) }
+            if closed || MonotonicTime.now() >= deadline { return text.isEmpty ? nil : text }
+            usleep(2_000)
+        }
+    }
+}
+
+/// The last few KiB a worker wrote to stderr.
+struct StderrTail {
+    static let limit = 16 * 1024
+    private var bytes: [UInt8] = []
+
+    mutating func append(_ chunk: UnsafeRawBufferPointer) {
+        bytes.append(contentsOf: chunk)
+        if bytes.count > 2 * Self.limit { bytes.removeFirst(bytes.count - Self.limit) }
+    }
+
+    var text: String {
+        var tail = bytes.suffix(Self.limit)
+        // Start at a line boundary when we cut.
+        if bytes.count > Self.limit, let newline = tail.firstIndex(of: 10) { tail = tail[(newline + 1)...] }
+        return String(decoding: tail, as: UTF8.self)
+    }
+}
+
+func decodeWaitStatus(_ status: Int32) -> CrewError.Termination {
+    let signal = status & 0x7f
+    if signal == 0 { return .exited((status >> 8) & 0xff) }
+    return .signaled(signal)
+}
+
+private func currentEnvironment() -> [String: String] {
+    var result: [String: String] = [:]
+    var pointer = environ
+    while let entry = pointer.pointee {
+        let text = String(cString: entry)
+        if let eq = text.firstIndex(of: "=") {
+            result[String(text[..<eq])] = String(text[text.index(after: eq)...])
+        }
+        pointer += 1
+    }
+    return result
+}
+
+private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+    var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
+    pointers.append(nil)
+    defer { for pointer in pointers { free(pointer) } }
+    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+}
