@@ -50,6 +50,9 @@ final class PoolCore: Sendable {
         perform(state.withLock { ($0.machine.start(), $0.handles) })
     }
 
+    /// Jobs waiting for a worker.
+    var queuedCount: Int { state.withLock { $0.machine.queuedCount } }
+
     var workerProcessIDs: [Int32] {
         state.withLock { $0.handles.values.map(\.pid).sorted() }
     }

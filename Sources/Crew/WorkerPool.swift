@@ -96,6 +96,12 @@ public final class WorkerPool: Sendable {
         } catch {
             throw CrewError(.unencodableArguments, "cannot encode the job: \(error)", jobName: J.jobName, underlying: error)
         }
+        guard arguments.count + J.jobName.utf8.count + 64 <= core.configuration.maxFrameSize else {
+            throw CrewError(
+                .unencodableArguments,
+                "the encoded job (\(arguments.count) bytes) exceeds the maximum frame size of \(core.configuration.maxFrameSize) bytes",
+                jobName: J.jobName)
+        }
         let output = try await core.submit(name: J.jobName, arguments: arguments, priority: priority, timeout: timeout)
         do {
             return try BinaryDecoder().decode(J.Output.self, from: output)
@@ -114,6 +120,9 @@ public final class WorkerPool: Sendable {
     public func shutdown(cancelPending: Bool = false) async {
         await core.shutdown(cancelPending: cancelPending)
     }
+
+    /// How many jobs wait for a worker.
+    public var queuedJobCount: Int { core.queuedCount }
 
     /// The process ids of the pool's current worker processes.
     public var workerProcessIDs: [Int32] { core.workerProcessIDs }

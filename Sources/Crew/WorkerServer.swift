@@ -140,7 +140,10 @@ final class WorkerServer: Sendable {
             let context = JobContext(workerID: workerID, jobID: jobID, processID: processID, logger: jobLogger)
             jobs.withLock { state in
                 state.running[jobID] = Task { [self] in
-                    let result = await entry.run(arguments, context)
+                    var result = await entry.run(arguments, context)
+                    if case .success(let bytes) = result, bytes.count + 64 > maxFrameSize {
+                        result = .failure(.unencodableOutput(FrameTooLarge(size: bytes.count, limit: maxFrameSize)))
+                    }
                     send(Self.reply(jobID: jobID, name: name, result: result))
                     let exit = jobs.withLock { jobs -> Bool in
                         jobs.running[jobID] = nil
@@ -193,4 +196,11 @@ final class WorkerServer: Sendable {
         fflush(nil)
         _exit(status)
     }
+}
+
+/// An output too large for one frame.
+struct FrameTooLarge: Error, CustomStringConvertible {
+    var size: Int
+    var limit: Int
+    var description: String { "\(size) bytes exceed the maximum frame size of \(limit) bytes" }
 }

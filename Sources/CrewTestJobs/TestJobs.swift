@@ -1,10 +1,12 @@
 public import Crew
+import Glibc
 
 /// Jobs the tests run in real worker processes, one per behaviour under test.
 public enum TestJobs {
     /// Every test job type.
     public static let catalog: JobCatalog = [
-        Echo.self, Add.self, Sleep.self,
+        Echo.self, Add.self, Sleep.self, Fail.self, Crash.self, Spin.self, BlockingSleep.self,
+        Picky.self, Garbage.self, WhoAmI.self, Blob.self, Nested.self,
     ]
 }
 
@@ -23,12 +25,141 @@ public struct Add: Job {
     public func run(in context: JobContext) async throws -> Int { a + b }
 }
 
-/// Sleeps, cooperatively cancellable.
+/// Sleeps, cooperatively cancellable; returns its worker's pid.
 public struct Sleep: Job {
     public var milliseconds: Int
     public init(milliseconds: Int) { self.milliseconds = milliseconds }
     public func run(in context: JobContext) async throws -> Int32 {
         try await Task.sleep(for: .milliseconds(milliseconds))
         return context.processID
+    }
+}
+
+/// The error ``Fail`` throws.
+public struct TestFailure: Error, CustomStringConvertible {
+    public var reason: String
+    public var description: String { "TestFailure: \(reason)" }
+}
+
+/// Throws a ``TestFailure``.
+public struct Fail: Job {
+    public var reason: String
+    public init(_ reason: String) { self.reason = reason }
+    public func run(in context: JobContext) async throws -> Int { throw TestFailure(reason: reason) }
+}
+
+/// Ends its worker process in one of the ways real jobs do.
+public struct Crash: Job {
+    public enum Kind: String, Codable, Sendable, CaseIterable {
+        case fatalError, indexOutOfRange, forceUnwrapNil, overflow, exit, sigkill, abort
+    }
+    public var kind: Kind
+    public init(_ kind: Kind) { self.kind = kind }
+    public func run(in context: JobContext) async throws -> Int {
+        // Opaque values, so the optimizer cannot see the trap coming.
+        let values = [Int](repeating: 1, count: Int(getpid() % 2) + 1)
+        let nothing: Int? = values.count > 100 ? 1 : nil
+        switch kind {
+        case .fatalError: fatalError("crash job asked for fatalError")
+        case .indexOutOfRange: return values[values.count + 5]
+        case .forceUnwrapNil: return nothing!
+        case .overflow: return Int.max - 1 + values.count + 1
+        case .exit: exit(42)
+        case .sigkill: kill(getpid(), SIGKILL)
+        case .abort: abort()
+        }
+        return 0
+    }
+}
+
+/// Burns CPU forever, never checking for cancellation: only a kill stops it.
+public struct Spin: Job {
+    public init() {}
+    public func run(in context: JobContext) async throws -> Int {
+        var x: UInt64 = 1
+        while true {
+            x = x &* 6364136223846793005 &+ 1442695040888963407
+            if x == 0 { break }
+        }
+        return Int(truncatingIfNeeded: x)
+    }
+}
+
+/// Sleeps in a blocking call that ignores cancellation.
+public struct BlockingSleep: Job {
+    public var milliseconds: Int
+    public init(milliseconds: Int) { self.milliseconds = milliseconds }
+    public func run(in context: JobContext) async throws -> Int32 {
+        usleep(UInt32(milliseconds) * 1000)
+        return context.processID
+    }
+}
+
+/// Encodes any value, but refuses to decode a negative one: arguments a worker cannot decode.
+public struct Picky: Job {
+    public var value: Int
+    public init(_ value: Int) { self.value = value }
+    enum CodingKeys: String, CodingKey { case value }
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        value = try container.decode(Int.self, forKey: .value)
+        if value < 0 {
+            throw DecodingError.dataCorruptedError(forKey: .value, in: container, debugDescription: "negative values are refused")
+        }
+    }
+    public func run(in context: JobContext) async throws -> Int { value }
+}
+
+/// Writes bytes that are no frame onto the worker's channel (fd 3), then waits.
+public struct Garbage: Job {
+    public var bytes: [UInt8]
+    public init(_ bytes: [UInt8]) { self.bytes = bytes }
+    public func run(in context: JobContext) async throws -> Int {
+        _ = bytes.withUnsafeBytes { write(3, $0.baseAddress, $0.count) }
+        try await Task.sleep(for: .seconds(30))
+        return 0
+    }
+}
+
+/// Says where it runs: pid, worker id, parent pid and the process's command line.
+public struct WhoAmI: Job {
+    public struct Answer: Codable, Sendable {
+        public var pid: Int32
+        public var parentPID: Int32
+        public var workerID: Int
+        public var commandLine: String
+    }
+    public init() {}
+    public func run(in context: JobContext) async throws -> Answer {
+        let fd = open("/proc/self/cmdline", O_RDONLY)
+        var buffer = [UInt8](repeating: 0, count: 512)
+        let n = max(0, read(fd, &buffer, buffer.count))
+        close(fd)
+        let commandLine = String(decoding: buffer[..<n].map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+        return Answer(pid: getpid(), parentPID: getppid(), workerID: context.workerID, commandLine: commandLine)
+    }
+}
+
+/// Returns `count` bytes.
+public struct Blob: Job {
+    public var count: Int
+    public init(count: Int) { self.count = count }
+    public func run(in context: JobContext) async throws -> [UInt8] {
+        [UInt8](repeating: 7, count: count)
+    }
+}
+
+/// Starts a pool of its own inside its worker, runs a job there, returns the inner workers' pids.
+public struct Nested: Job {
+    public var workers: Int
+    public init(workers: Int) { self.workers = workers }
+    public func run(in context: JobContext) async throws -> [Int32] {
+        var configuration = WorkerPool.Configuration()
+        configuration.forwardWorkerStderr = false
+        return try await WorkerPool.withPool(.processes(workers), jobs: TestJobs.catalog, configuration: configuration) { pool in
+            var pids: [Int32] = []
+            for _ in 0..<workers * 3 { pids.append(try await pool.run(WhoAmI()).pid) }
+            return Array(Set(pids)).sorted()
+        }
     }
 }

@@ -1,5 +1,25 @@
 import Crew
 import CrewTestJobs
+import Glibc
 
 await Crew.serveIfWorker(TestJobs.catalog)
+
+// Not a worker: the tests also start this program as a pool owner, to kill it.
+let arguments = CommandLine.arguments
+if arguments.count >= 3 && arguments[1] == "own-pool", let count = Int(arguments[2]) {
+    // Prints its workers' pids once they all answered, then waits to be killed.
+    var configuration = WorkerPool.Configuration()
+    configuration.forwardWorkerStderr = false
+    let pool = try WorkerPool(.processes(count), jobs: TestJobs.catalog, configuration: configuration)
+    // As many concurrent jobs as workers, each long enough to occupy its worker.
+    let pids = try await withThrowingTaskGroup(of: Int32.self) { group in
+        for _ in 0..<count { group.addTask { try await pool.run(Sleep(milliseconds: 300)) } }
+        var pids = Set<Int32>()
+        for try await pid in group { pids.insert(pid) }
+        return pids
+    }
+    print(pids.sorted().map(String.init).joined(separator: " "))
+    fflush(nil)
+    while true { try await Task.sleep(for: .seconds(60)) }
+}
 print("CrewTestWorker is a worker executable for Crew's tests; a WorkerPool starts it.")

@@ -26,3 +26,69 @@ func testConfiguration(_ adjust: (inout WorkerPool.Configuration) -> Void = { _ 
     adjust(&configuration)
     return configuration
 }
+
+/// The pids of this process's live (or zombie) children, from /proc/self/task/*/children.
+func childProcessIDs() -> Set<Int32> {
+    var result = Set<Int32>()
+    guard let dir = opendir("/proc/self/task") else { return result }
+    defer { closedir(dir) }
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        }
+        guard Int(name) != nil else { continue }
+        for pid in readFile("/proc/self/task/\(name)/children").split(separator: " ") {
+            if let pid = Int32(pid.trimmed()) { result.insert(pid) }
+        }
+    }
+    return result
+}
+
+/// The number of open file descriptors of this process.
+func openDescriptorCount() -> Int {
+    guard let dir = opendir("/proc/self/fd") else { return -1 }
+    defer { closedir(dir) }
+    var count = 0
+    while readdir(dir) != nil { count += 1 }
+    return count - 3  // ".", ".." and the directory's own descriptor
+}
+
+/// Whether `pid` is still a running process (a zombie or a missing pid counts as gone).
+func isAlive(_ pid: Int32) -> Bool {
+    let stat = readFile("/proc/\(pid)/stat")
+    guard let close = stat.lastIndex(of: ")") else { return false }
+    let state = stat[stat.index(close, offsetBy: 2)...].prefix(1)
+    return !stat.isEmpty && state != "Z" && state != "X"
+}
+
+func readFile(_ path: String) -> String {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return "" }
+    defer { close(fd) }
+    var result: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = read(fd, &buffer, buffer.count)
+        if n <= 0 { break }
+        result += buffer[..<n]
+    }
+    return String(decoding: result, as: UTF8.self)
+}
+
+/// Polls `condition` every 10 ms until it holds or `limit` passes; returns whether it held.
+func eventually(within limit: Duration = .seconds(5), _ condition: () -> Bool) async -> Bool {
+    let clock = ContinuousClock()
+    let deadline = clock.now + limit
+    while clock.now < deadline {
+        if condition() { return true }
+        try? await Task.sleep(for: .milliseconds(10))
+    }
+    return condition()
+}
+
+extension Substring {
+    func trimmed() -> String {
+        let blanks: Set<Character> = [" ", "\n", "\t", "\r"]
+        return String(drop { blanks.contains($0) }.reversed().drop { blanks.contains($0) }.reversed())
+    }
+}

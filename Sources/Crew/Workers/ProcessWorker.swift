@@ -246,7 +246,7 @@ final class ProcessWorker: Sendable {
 
 /// The last few KiB a worker wrote to stderr.
 struct StderrTail {
-    static let limit = 16 * 1024
+    static let limit = 32 * 1024
     private var bytes: [UInt8] = []
 
     mutating func append(_ chunk: UnsafeRawBufferPointer) {

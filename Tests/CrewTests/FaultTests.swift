@@ -1,0 +1,148 @@
+import Crew
+import CrewTestJobs
+import Glibc
+import Testing
+
+extension ProcessTests {
+    @Suite struct Faults {
+        @Test func aThrowingJobReportsTheErrorAndTheWorkerSurvives() async throws {
+            try await withTestPool(1) { pool in
+                let before = try await pool.run(Sleep(milliseconds: 0))
+                let error = await expectCrewError(.jobFailed) { try await pool.run(Fail("disk full")) }
+                #expect(error?.remoteErrorType?.hasSuffix("TestFailure") == true)
+                #expect(error?.message.contains("disk full") == true)
+                #expect(try await pool.run(Sleep(milliseconds: 0)) == before)
+            }
+        }
+
+        @Test(arguments: Crash.Kind.allCases)
+        func aCrashFailsOnlyItsJobAndTheWorkerIsReplaced(kind: Crash.Kind) async throws {
+            try await withTestPool(2) { pool in
+                // A long job on the other worker must not notice the crash.
+                async let bystander = pool.run(Sleep(milliseconds: 400))
+                try await Task.sleep(for: .milliseconds(50))
+                let error = await expectCrewError(.workerCrashed) { try await pool.run(Crash(kind)) }
+                switch kind {
+                case .exit:
+                    #expect(error?.termination == .exited(42))
+                case .sigkill:
+                    #expect(error?.termination == .signaled(SIGKILL))
+                case .abort:
+                    #expect(error?.termination == .signaled(SIGABRT))
+                case .fatalError, .indexOutOfRange, .forceUnwrapNil, .overflow:
+                    #expect(error?.termination == .signaled(SIGILL) || error?.termination == .signaled(SIGTRAP))
+                    // Swift's crash report: the backtracer's banner, and the runtime's message where it has one.
+                    #expect(error?.stderrTail?.contains("Program crashed") == true, "stderr tail: \(error?.stderrTail ?? "nil")")
+                    if kind != .overflow {
+                        #expect(error?.stderrTail?.contains("Fatal error") == true, "stderr tail: \(error?.stderrTail ?? "nil")")
+                    }
+                }
+                #expect(error?.jobName == Crash.jobName)
+                _ = try await bystander
+                for value in 0..<4 { #expect(try await pool.run(Echo(value)) == value) }
+                #expect(pool.workerProcessIDs.count == 2)
+            }
+        }
+
+        @Test func aTimeoutKillsTheWorkerAndAReplacementServes() async throws {
+            try await withTestPool(1) { pool in
+                let error = await expectCrewError(.timedOut) { try await pool.run(Spin(), timeout: .milliseconds(200)) }
+                #expect(error?.jobName == Spin.jobName)
+                let pid = try await pool.run(Sleep(milliseconds: 0))
+                #expect(pid > 0)
+                // The timeout counts from the start, not from the queue: a queued job is not timed out.
+                async let first = pool.run(Sleep(milliseconds: 300), timeout: .seconds(5))
+                async let second = pool.run(Sleep(milliseconds: 300), timeout: .milliseconds(500))
+                _ = try await (first, second)
+            }
+        }
+
+        @Test func aJobTypeOutsideThePoolsCatalogFailsAtOnce() async throws {
+            try await withTestPool(1) { pool in
+                await expectCrewError(.unknownJobType) { try await pool.run(NotInWorkerCatalog()) }
+                let value = try await pool.run(Echo(1))
+                #expect(value == 1)
+            }
+        }
+
+        @Test func aWorkerWithoutThePoolsJobsIsRefusedAtTheHandshake() async throws {
+            let jobs = JobCatalog(TestJobs.catalog.names.isEmpty ? [] : [Echo.self, NotInWorkerCatalog.self])
+            let error = await expectCrewError(.workerStartFailed) {
+                try await WorkerPool.withPool(.processes(1), jobs: jobs, configuration: testConfiguration()) { pool in
+                    try await pool.run(Echo(1))
+                }
+            }
+            #expect(error?.message.contains("NotInWorkerCatalog") == true, "\(String(describing: error))")
+        }
+
+        @Test func undecodableArgumentsFailTheJobAndTheWorkerSurvives() async throws {
+            try await withTestPool(1) { pool in
+                let before = try await pool.run(Sleep(milliseconds: 0))
+                let error = await expectCrewError(.undecodableArguments) { try await pool.run(Picky(-1)) }
+                #expect(error?.message.contains("negative values are refused") == true)
+                #expect(try await pool.run(Picky(5)) == 5)
+                #expect(try await pool.run(Sleep(milliseconds: 0)) == before)
+            }
+        }
+
+        @Test func aMissingExecutableFailsAtOnce() async throws {
+            await expectCrewError(.workerStartFailed) {
+                try WorkerPool(.processes(1), jobs: TestJobs.catalog, configuration: testConfiguration {
+                    $0.executable = .path("/nonexistent/crew-worker")
+                })
+            }
+        }
+
+        @Test func aWorkerThatDiesAtStartupFailsJobsInsteadOfSpinning() async throws {
+            // /bin/true is a valid executable that exits at once, without a handshake.
+            let error = await expectCrewError(.workerStartFailed) {
+                try await WorkerPool.withPool(.processes(2), jobs: TestJobs.catalog, configuration: testConfiguration {
+                    $0.executable = .path("/bin/true")
+                }) { pool in
+                    try await pool.run(Echo(1))
+                }
+            }
+            #expect(error?.termination == .exited(0))
+        }
+
+        @Test func garbageOnTheChannelReplacesTheWorkerAndSparesTheParent() async throws {
+            try await withTestPool(1) { pool in
+                let garbage: [[UInt8]] = [
+                    [0xff, 0xff, 0xff, 0x7f, 1, 2, 3],  // a length over the limit
+                    [5, 0, 0, 0, 0xee, 1, 2, 3, 4],  // an unknown message type
+                    [9, 0, 0, 0, 3, 42, 0, 0, 0, 0, 0, 0, 0],  // a result for a job nobody sent
+                    [0, 0, 0, 0, 0],  // a zero length
+                ]
+                for bytes in garbage {
+                    let old = pool.workerProcessIDs
+                    await expectCrewError(.protocolViolation) { try await pool.run(Garbage(bytes)) }
+                    let value = try await pool.run(Echo(7))
+                    #expect(value == 7)
+                    #expect(pool.workerProcessIDs != old)
+                }
+            }
+        }
+
+        @Test func anOversizedOutputIsRefusedByTheWorker() async throws {
+            try await withTestPool(1, { $0.maxFrameSize = 64 * 1024 }) { pool in
+                let blob = try await pool.run(Blob(count: 1000))
+                #expect(blob.count == 1000)
+                await expectCrewError(.unencodableOutput) { try await pool.run(Blob(count: 100_000)) }
+                await expectCrewError(.unencodableArguments) { try await pool.run(Garbage([UInt8](repeating: 1, count: 100_000))) }
+                let value = try await pool.run(Echo(3))
+                #expect(value == 3)
+            }
+        }
+
+        @Test func workersIgnoreTheTerminalsInterruptAndShowTheirName() async throws {
+            try await withTestPool(1) { pool in
+                let me = try await pool.run(WhoAmI())
+                #expect(me.commandLine.hasPrefix("crew-worker \(me.workerID)"))
+                #expect(me.parentPID == getpid())
+                kill(me.pid, SIGINT)
+                try await Task.sleep(for: .milliseconds(100))
+                #expect(try await pool.run(WhoAmI()).pid == me.pid)
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+import Crew
+import CrewTestJobs
+import Glibc
+import Testing
+
+extension ProcessTests {
+    @Suite struct Shutdown {
+        @Test func afterShutdownEveryCallFails() async throws {
+            let pool = try WorkerPool(.processes(1), jobs: TestJobs.catalog, configuration: testConfiguration())
+            let value = try await pool.run(Echo(1))
+            #expect(value == 1)
+            await pool.shutdown()
+            await expectCrewError(.poolShutDown) { try await pool.run(Echo(2)) }
+            await pool.shutdown()  // a second call is harmless
+        }
+
+        @Test func noChildZombieOrDescriptorRemains() async throws {
+            let children = childProcessIDs()
+            let descriptors = openDescriptorCount()
+            try await withTestPool(3) { pool in
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for value in 0..<60 { group.addTask { _ = try await pool.run(Echo(value)) } }
+                    try await group.waitForAll()
+                }
+                _ = try? await pool.run(Crash(.sigkill))
+                _ = try? await pool.run(Spin(), timeout: .milliseconds(100))
+                #expect(childProcessIDs().subtracting(children).count >= 3)
+            }
+            #expect(childProcessIDs() == children)
+            #expect(openDescriptorCount() == descriptors)
+        }
+
+        @Test func queuedAndRunningJobsFinishWhenDraining() async throws {
+            let pool = try WorkerPool(.processes(2), jobs: TestJobs.catalog, configuration: testConfiguration())
+            try await withThrowingTaskGroup(of: Int32.self) { group in
+                for _ in 0..<8 { group.addTask { try await pool.run(Sleep(milliseconds: 50)) } }
+                #expect(await eventually { pool.queuedJobCount > 0 })
+                await pool.shutdown()
+                var finished = 0
+                for try await _ in group { finished += 1 }
+                #expect(finished == 8)
+            }
+        }
+
+        @Test func shutdownUnderLoadCancelsCleanly() async throws {
+            let children = childProcessIDs()
+            let descriptors = openDescriptorCount()
+            let pool = try WorkerPool(.processes(2), jobs: TestJobs.catalog, configuration: testConfiguration())
+            let outcomes = await withTaskGroup(of: String.self) { group in
+                for index in 0..<200 {
+                    group.addTask {
+                        do {
+                            _ = try await pool.run(index % 10 == 0 ? Sleep(milliseconds: 5000) : Sleep(milliseconds: 5))
+                            return "ok"
+                        } catch let error as CrewError {
+                            return "\(error.code)"
+                        } catch {
+                            return "unexpected \(error)"
+                        }
+                    }
+                }
+                try? await Task.sleep(for: .milliseconds(50))
+                await pool.shutdown(cancelPending: true)
+                var outcomes: [String: Int] = [:]
+                for await outcome in group { outcomes[outcome, default: 0] += 1 }
+                return outcomes
+            }
+            #expect(Set(outcomes.keys).isSubset(of: ["ok", "poolShutDown"]), "\(outcomes)")
+            #expect(outcomes["poolShutDown", default: 0] > 0, "\(outcomes)")
+            #expect(childProcessIDs() == children)
+            #expect(openDescriptorCount() == descriptors)
+        }
+
+        @Test func aWorkerThatIgnoresCancellationIsKilledAtShutdown() async throws {
+            let children = childProcessIDs()
+            var configuration = testConfiguration()
+            configuration.shutdown.drainTimeout = .milliseconds(200)
+            configuration.shutdown.terminateGracePeriod = .milliseconds(200)
+            let pool = try WorkerPool(.processes(1), jobs: TestJobs.catalog, configuration: configuration)
+            let stuck = Task { try await pool.run(BlockingSleep(milliseconds: 20_000)) }
+            #expect(await eventually { pool.queuedJobCount == 0 && !pool.workerProcessIDs.isEmpty })
+            try await Task.sleep(for: .milliseconds(100))
+            await pool.shutdown()
+            await expectCrewError(.poolShutDown) { try await stuck.value }
+            #expect(childProcessIDs() == children)
+        }
+
+        @Test func withPoolShutsDownWhenTheBodyThrows() async throws {
+            struct Oops: Error {}
+            let children = childProcessIDs()
+            await #expect(throws: Oops.self) {
+                try await withTestPool(2) { pool in
+                    _ = try await pool.run(Echo(1))
+                    throw Oops()
+                }
+            }
+            #expect(childProcessIDs() == children)
+        }
+
+        @Test func workersDieWithTheirParentEvenBySIGKILL() async throws {
+            // A helper process owns a pool of three workers and prints their pids.
+            var fds: [Int32] = [0, 0]
+            #expect(pipe(&fds) == 0)
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+            posix_spawn_file_actions_addclose(&actions, fds[0])
+            var pid: pid_t = 0
+            let argv: [UnsafeMutablePointer<CChar>?] = ["CrewTestWorker", "own-pool", "3"].map { (word: String) in word.withCString { strdup($0) } } + [nil]
+            defer { argv.forEach { free($0) } }
+            let rc = posix_spawn(&pid, testWorkerPath, &actions, nil, argv, environ)
+            posix_spawn_file_actions_destroy(&actions)
+            close(fds[1])
+            #expect(rc == 0)
+            var output: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 256)
+            while !output.contains(10) {
+                let n = read(fds[0], &buffer, buffer.count)
+                if n <= 0 { break }
+                output += buffer[..<n]
+            }
+            close(fds[0])
+            let workers = String(decoding: output, as: UTF8.self).split(separator: " ").compactMap { Int32($0.trimmed()) }
+            #expect(workers.count == 3)
+            #expect(workers.allSatisfy(isAlive))
+
+            kill(pid, SIGKILL)
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+            #expect(await eventually(within: .seconds(2)) { !workers.contains(where: isAlive) })
+        }
+    }
+}
