@@ -157,9 +157,13 @@ public struct Nested: Job {
         var configuration = WorkerPool.Configuration()
         configuration.forwardWorkerStderr = false
         return try await WorkerPool.withPool(.processes(workers), jobs: TestJobs.catalog, configuration: configuration) { pool in
-            var pids: [Int32] = []
-            for _ in 0..<workers * 3 { pids.append(try await pool.run(WhoAmI()).pid) }
-            return Array(Set(pids)).sorted()
+            // One job per worker at the same time, each long enough to hold its worker.
+            try await withThrowingTaskGroup(of: Int32.self) { group in
+                for _ in 0..<workers { group.addTask { try await pool.run(Sleep(milliseconds: 200)) } }
+                var pids = Set<Int32>()
+                for try await pid in group { pids.insert(pid) }
+                return pids.sorted()
+            }
         }
     }
 }
