@@ -148,6 +148,11 @@ final class ProcessWorker: Sendable {
         }
     }
 
+    /// Sends bytes as they are, framed or not (for tests of the worker's defences).
+    func sendRaw(_ bytes: [UInt8]) {
+        _ = bytes.withUnsafeBytes { SystemIO.sendAll(channel, $0) }
+    }
+
     /// Closes the pool's sending side: the worker reads end-of-file and exits once it has
     /// answered what it already received.
     func release() {

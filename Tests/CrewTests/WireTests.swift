@@ -1,0 +1,142 @@
+@testable import Crew
+import CrewTestJobs
+import Glibc
+import Testing
+
+@Suite struct WireTests {
+    @Test func poolMessagesRoundTripInAnyChunking() throws {
+        var writer = FrameWriter()
+        let messages: [PoolMessage] = [
+            .run(jobID: 1, name: "A.Job", arguments: [1, 2, 3]),
+            .cancel(jobID: 1),
+            .run(jobID: UInt64.max, name: "", arguments: []),
+            .run(jobID: 7, name: "ünïcode", arguments: [UInt8](repeating: 9, count: 100_000)),
+            .shutdown,
+        ]
+        for message in messages { writer.write(message) }
+        for chunk in [1, 3, 7, 4096, writer.bytes.count] {
+            var reader = FrameReader(initialCapacity: 16)
+            var decoded: [String] = []
+            var offset = 0
+            while offset < writer.bytes.count {
+                reader.append(writer.bytes[offset..<min(offset + chunk, writer.bytes.count)])
+                offset += chunk
+                while let message = try reader.nextPoolMessage() { decoded.append("\(message)") }
+            }
+            #expect(decoded == messages.map { "\($0)" })
+            #expect(reader.bufferedCount == 0)
+        }
+    }
+
+    @Test func workerMessagesRoundTrip() throws {
+        var writer = FrameWriter()
+        let hello = Hello(version: WireProtocol.version, processID: 42, workerID: 3, jobNames: ["A", "B.C"])
+        writer.write(WorkerMessage.hello(hello))
+        writer.write(WorkerMessage.result(jobID: 5, output: [4, 5]))
+        writer.write(WorkerMessage.failure(jobID: 6, kind: .undecodableArguments, errorType: "E", message: "bad"))
+        var reader = FrameReader()
+        reader.append(writer.bytes)
+        guard case .hello(let decoded)? = try reader.nextWorkerMessage() else { Issue.record("no hello"); return }
+        #expect(decoded == hello)
+        guard case .result(5, [4, 5])? = try reader.nextWorkerMessage() else { Issue.record("no result"); return }
+        guard case .failure(6, .undecodableArguments, "E", "bad")? = try reader.nextWorkerMessage() else {
+            Issue.record("no failure")
+            return
+        }
+        #expect(try reader.nextWorkerMessage() == nil)
+    }
+
+    @Test(arguments: [
+        [0xff, 0xff, 0xff, 0xff, 1] as [UInt8],  // over the maximum size
+        [0, 0, 0, 0, 1],  // zero length
+        [1, 0, 0, 0, 99],  // unknown type
+        [1, 0, 0, 0, 2],  // a run frame, which workers may not send
+        [3, 0, 0, 0, 3, 1, 2],  // a result shorter than its job id
+        [9, 0, 0, 0, 1, 67, 82, 69, 88, 1, 0, 0, 0],  // a hello with a bad magic
+        [8, 0, 0, 0, 4, 1, 0, 0, 0, 0, 0, 0, 0],  // a failure without its fields
+    ])
+    func malformedFramesFromAWorkerThrow(bytes: [UInt8]) {
+        var reader = FrameReader(maxFrameSize: 1 << 20)
+        reader.append(bytes)
+        #expect(throws: WireError.self) { _ = try reader.nextWorkerMessage() }
+    }
+
+    @Test func randomGarbageNeverCrashesTheReader() {
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<2000 {
+            var reader = FrameReader(maxFrameSize: 4096)
+            let bytes = (0..<Int.random(in: 0..<64, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            reader.append(bytes)
+            while true {
+                guard let message = try? reader.nextWorkerMessage() else { break }
+                _ = message
+            }
+        }
+    }
+}
+
+extension ProcessTests {
+    /// The worker side of the protocol, spoken to directly.
+    @Suite struct WorkerProtocol {
+        /// Spawns a test worker on the supervisor thread and collects what it sends.
+        final class Probe: Sendable {
+            let worker: ProcessWorker
+            let inbox = Recorder()
+            let events = Mutex<[String]>([])
+
+            init() throws {
+                let spec = ProcessWorker.LaunchSpec(
+                    executablePath: testWorkerPath, arguments: [], environment: [:],
+                    maxFrameSize: WireProtocol.defaultMaxFrameSize, forwardStderr: false)
+                let spawned = Mutex<Result<ProcessWorker, CrewError>?>(nil)
+                Supervisor.shared.submit {
+                    let result = Result { () throws(CrewError) in try ProcessWorker.spawn(id: 99, spec) }
+                    spawned.withLock { $0 = result }
+                }
+                while spawned.withLock({ $0 == nil }) { usleep(1000) }
+                worker = try spawned.withLock { $0! }.get()
+            }
+
+            func start() {
+                worker.start(ProcessWorker.Callbacks(
+                    hello: { [self] hello in events.withLock { $0.append("hello \(hello.jobNames.count)") } },
+                    messages: { [self] messages in events.withLock { $0 += messages.map { "\($0)" } } },
+                    violation: { [self] text in events.withLock { $0.append("violation \(text)") } },
+                    exited: { [self] termination, _ in events.withLock { $0.append("exited \(termination)") } }
+                ))
+            }
+
+            var log: [String] { events.withLock { $0 } }
+        }
+
+        @Test func aWorkerAnswersAnUnknownJobTypeAndGarbageArgumentsAndServesOn() async throws {
+            let probe = try Probe()
+            probe.start()
+            #expect(await eventually { probe.log.first?.hasPrefix("hello") == true })
+            probe.worker.send(.run(jobID: 1, name: "No.Such.Job", arguments: []))
+            probe.worker.send(.run(jobID: 2, name: Echo.jobName, arguments: [0xff, 0xfe, 0x00]))
+            probe.worker.send(.run(jobID: 3, name: Echo.jobName, arguments: try BinaryEncoder().encode(Echo(41))))
+            #expect(await eventually { probe.log.count >= 4 })
+            let log = probe.log
+            #expect(log.count == 4, "\(log)")
+            #expect(log.contains { $0.contains("jobID: 1, kind: Crew.FailureKind.unknownJobType") }, "\(log)")
+            #expect(log.contains { $0.contains("jobID: 2, kind: Crew.FailureKind.undecodableArguments") }, "\(log)")
+            #expect(log.contains { $0.hasPrefix("result(jobID: 3") }, "\(log)")
+            probe.worker.release()
+            #expect(await eventually { probe.log.last == "exited exited with status 0" })
+        }
+
+        @Test func aWorkerEndsWhenThePoolSendsGarbage() async throws {
+            let probe = try Probe()
+            probe.start()
+            #expect(await eventually { probe.log.first?.hasPrefix("hello") == true })
+            var writer = FrameWriter()
+            _ = writer.beginFrame(.result)  // a frame type the pool may not send, length 0
+            probe.worker.sendRaw(writer.bytes)
+            #expect(await eventually { probe.log.last?.hasPrefix("exited") == true })
+            #expect(probe.log.last == "exited exited with status 65")
+        }
+    }
+}
+
+import Synchronization
