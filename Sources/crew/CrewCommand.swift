@@ -6,10 +6,11 @@ struct CrewCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "crew",
         abstract: "Crew: supervised worker pools for Swift.",
-        subcommands: []
+        subcommands: [MandelbrotCommand.self, BenchCommand.self]
     )
 
     static func main() async {
+        // A worker started by one of this binary's pools serves here and never returns.
         await Crew.serveIfWorker(CrewJobs.catalog)
         do {
             var command = try parseAsRoot()
@@ -22,8 +23,4 @@ struct CrewCommand: AsyncParsableCommand {
             exit(withError: error)
         }
     }
-}
-
-enum CrewJobs {
-    static let catalog: JobCatalog = []
 }

@@ -1,0 +1,134 @@
+import ArgumentParser
+import Crew
+import Glibc
+
+/// `crew mandelbrot`: renders the Mandelbrot set into a PNG, one job per row, across process workers.
+struct MandelbrotCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mandelbrot",
+        abstract: "Render the Mandelbrot set into a PNG, one job per row, on process workers."
+    )
+
+    @Option(help: "Worker processes (default: one per core).")
+    var workers: Int = System.coreCount
+
+    @Option(help: "Image width in pixels.")
+    var width: Int = 1600
+
+    @Option(help: "Image height in pixels.")
+    var height: Int = 1200
+
+    @Option(help: "Maximum iterations per pixel.")
+    var iterations: Int = 256
+
+    @Option(name: .shortAndLong, help: "Where to write the PNG.")
+    var output: String = "mandelbrot.png"
+
+    @Flag(help: "Render again with 1 worker and print the speedup.")
+    var compare = false
+
+    func validate() throws {
+        guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
+        guard (1...20_000).contains(width), (1...20_000).contains(height) else {
+            throw ValidationError("--width and --height must be between 1 and 20000")
+        }
+        guard iterations >= 1 else { throw ValidationError("--iterations must be at least 1") }
+    }
+
+    func run() async throws {
+        let geometry = MandelbrotGeometry(width: width, height: height, iterations: iterations)
+        print("Rendering \(width)×\(height), \(iterations) iterations, one job per row on \(workers) worker process\(workers == 1 ? "" : "es")…")
+        let (rows, elapsed) = try await Self.render(geometry, workers: workers, progress: true)
+        let png = try PNGWriter.encode(width: width, rows: rows)
+        try writeFile(output, png)
+        print("Wrote \(output) (\(png.count / 1024) KiB) in \(format(elapsed)).")
+
+        if compare {
+            print("Rendering again on 1 worker process…")
+            let (_, single) = try await Self.render(geometry, workers: 1, progress: true)
+            let speedup = single.seconds / elapsed.seconds
+            print("1 worker: \(format(single)); \(workers) workers: \(format(elapsed)); speedup \(String(speedup, decimals: 2))×")
+        }
+    }
+
+    /// Renders every row on a fresh pool; returns the rows in order and the wall time.
+    static func render(_ geometry: MandelbrotGeometry, workers: Int, progress: Bool) async throws -> ([[UInt8]], Duration) {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let rows = try await WorkerPool.withPool(.processes(workers), jobs: CrewJobs.catalog) { pool in
+            try await withThrowingTaskGroup(of: (Int, [UInt8]).self) { group in
+                var rows = [[UInt8]](repeating: [], count: geometry.height)
+                var next = 0
+                var done = 0
+                var lastReport = clock.now
+                // Keep a few rows per worker in flight: enough to never leave a worker idle,
+                // few enough that memory stays flat for any image size.
+                let window = workers * 4
+                while next < min(window, geometry.height) {
+                    let row = next
+                    group.addTask { (row, try await pool.run(MandelbrotRow(geometry: geometry, row: row))) }
+                    next += 1
+                }
+                while let (row, pixels) = try await group.next() {
+                    rows[row] = pixels
+                    done += 1
+                    if next < geometry.height {
+                        let row = next
+                        group.addTask { (row, try await pool.run(MandelbrotRow(geometry: geometry, row: row))) }
+                        next += 1
+                    }
+                    if progress && (clock.now - lastReport > .milliseconds(100) || done == geometry.height) {
+                        lastReport = clock.now
+                        printProgress("  rows \(done)/\(geometry.height)")
+                    }
+                }
+                return rows
+            }
+        }
+        if progress { printProgress("", final: true) }
+        return (rows, clock.now - start)
+    }
+}
+
+func printProgress(_ text: String, final: Bool = false) {
+    let line = final ? "\r\u{1B}[K" : "\r\u{1B}[K\(text)"
+    _ = line.utf8CString.withUnsafeBufferPointer { write(2, $0.baseAddress, $0.count - 1) }
+}
+
+func writeFile(_ path: String, _ bytes: [UInt8]) throws {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw ValidationError("cannot write \(path): \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    var offset = 0
+    while offset < bytes.count {
+        let n = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        guard n > 0 else { throw ValidationError("cannot write \(path): \(String(cString: strerror(errno)))") }
+        offset += n
+    }
+}
+
+extension Duration {
+    var seconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}
+
+func format(_ duration: Duration) -> String {
+    let seconds = duration.seconds
+    return seconds < 1 ? "\(String(seconds * 1000, decimals: 1)) ms" : "\(String(seconds, decimals: 2)) s"
+}
+
+extension String {
+    /// `value` with a fixed number of decimals, without Foundation.
+    init(_ value: Double, decimals: Int) {
+        guard value.isFinite else { self = "\(value)"; return }
+        var scale = 1.0
+        for _ in 0..<decimals { scale *= 10 }
+        let scaled = (abs(value) * scale).rounded()
+        let whole = Int(scaled / scale)
+        var fraction = String(Int(scaled.truncatingRemainder(dividingBy: scale)))
+        while fraction.count < decimals { fraction = "0" + fraction }
+        self = (value < 0 && scaled != 0 ? "-" : "") + "\(whole)" + (decimals > 0 ? ".\(fraction)" : "")
+    }
+}
