@@ -52,9 +52,11 @@ let package = Package(
             dependencies: ["Crew", "CrewTestJobs"],
             swiftSettings: swiftSettings
         ),
+        // The README's quick start, compiled and run by the tests.
+        .executableTarget(name: "QuickStart", dependencies: ["Crew"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CrewTests",
-            dependencies: ["Crew", "CrewTestJobs", "CrewTestWorker"],
+            dependencies: ["Crew", "CrewTestJobs", "CrewTestWorker", "QuickStart", "crew"],
             swiftSettings: swiftSettings
         ),
     ]

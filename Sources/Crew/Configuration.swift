@@ -66,8 +66,10 @@ extension WorkerPool {
         public var startFailureLimit: Int = 3
         /// How the pool stops.
         public var shutdown = Shutdown()
-        /// Where the pool logs worker starts, deaths and shutdown. Default: a logger labelled `crew.pool`.
-        public var logger = Logger(label: "crew.pool")
+        /// Where the pool logs worker starts, deaths, protocol violations and refused handshakes.
+        /// Default: a logger that discards everything (a library does not choose where your logs go;
+        /// every fault also reaches the caller as a ``CrewError``).
+        public var logger = Logger(label: "crew.pool", factory: { _ in SwiftLogNoOpLogHandler() })
 
         /// Shutdown timing.
         public struct Shutdown: Sendable {

@@ -30,6 +30,12 @@ struct PosixThread: @unchecked Sendable {
         var handle = pthread_t()
         let rc = pthread_create(&handle, &attr, { raw in
             let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+            // A write to a closed pipe or socket raises SIGPIPE in the writing thread; blocked
+            // here, it stays pending and harmless, and the write fails with EPIPE instead.
+            var pipeSignal = sigset_t()
+            sigemptyset(&pipeSignal)
+            sigaddset(&pipeSignal, SIGPIPE)
+            pthread_sigmask(SIG_BLOCK, &pipeSignal, nil)
             _ = box.name.withCString { ccrew_set_thread_name($0) }
             box.body()
             return nil
