@@ -257,6 +257,18 @@ final class PoolCore: Sendable {
         }
     }
 
+    /// Lets every worker go without waiting: for a pool dropped without ``shutdown(cancelPending:)``.
+    func abandon() {
+        let first = state.withLock { state in
+            defer { state.shutdownStarted = true }
+            return !state.shutdownStarted
+        }
+        guard first else { return }
+        perform(state.withLock { state in
+            (state.machine.beginShutdown(cancelPending: true) + state.machine.stopWorkers(), state.handles)
+        })
+    }
+
     private func waitUntilDrained(timeout: Duration) async {
         await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
             let id: UInt64? = state.withLock { state in

@@ -45,6 +45,13 @@ public final class WorkerPool: Sendable {
         core.start()
     }
 
+    /// A pool dropped without ``shutdown(cancelPending:)`` lets its workers go in the background:
+    /// they exit, escalating to SIGTERM and SIGKILL, and are reaped. Prefer an explicit shutdown,
+    /// which waits for that.
+    deinit {
+        core.abandon()
+    }
+
     /// Runs `body` with a new pool and shuts the pool down afterwards, also when `body` throws.
     ///
     /// On return every worker process has exited and been reaped and every descriptor the pool

@@ -131,3 +131,17 @@ extension ProcessTests {
         }
     }
 }
+
+extension ProcessTests.Shutdown {
+    @Test func aPoolDroppedWithoutShutdownStillLetsItsWorkersGo() async throws {
+        let children = childProcessIDs()
+        var pids: [Int32] = []
+        do {
+            let pool = try WorkerPool(.processes(2), jobs: TestJobs.catalog, configuration: testConfiguration())
+            _ = try await pool.run(Echo(1))
+            pids = pool.workerProcessIDs
+        }
+        #expect(pids.count == 2)
+        #expect(await eventually { childProcessIDs() == children })
+    }
+}

@@ -37,15 +37,20 @@ final class ProcessWorker: Sendable {
     private let maxFrameSize: Int
     private let forwardStderr: Bool
 
+    /// Frames waiting to be sent, and who may touch the descriptor.
     private struct Outbox: ~Copyable {
         var writer = FrameWriter(capacity: 4096)
         var spare: [UInt8] = []
+        /// A thread is sending outside the lock; others only append.
         var flushing = false
+        /// No more frames are accepted (released, or the worker is gone).
         var closed = false
+        /// Shut down the sending side once the current flush ends.
+        var shutdownWhenFlushed = false
+        /// Close the descriptor once the current flush ends (the reader is done with it).
         var closeWhenFlushed = false
     }
     private let outbox = Mutex(Outbox())
-
     private struct ProcessState: ~Copyable {
         var reaped = false
         var stderrTail = StderrTail()
@@ -137,7 +142,8 @@ final class ProcessWorker: Sendable {
                 box.spare.removeAll(keepingCapacity: true)
                 if box.writer.bytes.isEmpty || box.closed {
                     box.flushing = false
-                    if box.closeWhenFlushed { Glibc.shutdown(channel, Int32(SHUT_WR)) }
+                    if box.shutdownWhenFlushed { Glibc.shutdown(channel, Int32(SHUT_WR)) }
+                    if box.closeWhenFlushed { close(channel) }
                     return nil
                 }
                 swap(&box.writer.bytes, &box.spare)
@@ -160,7 +166,7 @@ final class ProcessWorker: Sendable {
             guard !box.closed else { return }
             box.closed = true
             if box.flushing {
-                box.closeWhenFlushed = true
+                box.shutdownWhenFlushed = true
             } else {
                 Glibc.shutdown(channel, Int32(SHUT_WR))
             }
@@ -214,11 +220,15 @@ final class ProcessWorker: Sendable {
             state.reaped = true
             return decodeWaitStatus(status)
         }
+        // Close the channel now, or as soon as a send in progress ends (never under its feet).
         outbox.withLock { box in
             box.closed = true
-            box.flushing = true  // no sender may touch the descriptor any more
+            if box.flushing {
+                box.closeWhenFlushed = true
+            } else {
+                close(channel)
+            }
         }
-        close(channel)
         callbacks.exited(termination, awaitStderrTail())
     }
 
