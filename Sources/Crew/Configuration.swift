@@ -1,31 +1,119 @@
 public import Logging
 
-/// Which workers a pool has.
+/// Which workers a pool has: one or more groups, each of one kind, with its own size, tags and
+/// recycling policy.
 ///
 /// ```swift
 /// try await WorkerPool.withPool(.processes(4), jobs: jobs) { pool in ... }
+/// // 2 threads for blocking I/O, and 1 to 8 processes tagged "heavy" that stop after 30 s idle:
+/// let workers: Workers = [.threads(2), .processes(1...8, tags: ["heavy"], idleTimeout: .seconds(30))]
 /// ```
-public struct Workers: Sendable {
-    enum Kind: Sendable, Equatable {
-        case processes(Int)
+public struct Workers: Sendable, ExpressibleByArrayLiteral {
+    /// One group of workers.
+    public struct Group: Sendable {
+        /// The kind of every worker in the group.
+        public var kind: WorkerKind
+        /// Workers kept running even when idle.
+        public var minimum: Int
+        /// The most workers the group starts; more start on demand while jobs wait, up to this.
+        public var maximum: Int
+        /// Tags the group's workers carry; a job may require one (``WorkerPool/run(_:priority:timeout:requiring:)``).
+        public var tags: Set<String> = []
+        /// How many jobs one worker runs at once. Async, I/O-bound jobs may share a worker; CPU-bound
+        /// jobs want 1. Default: 1.
+        public var jobsPerWorker: Int = 1
+        /// Workers above ``minimum`` stop after being idle this long. Default: never.
+        public var idleTimeout: Duration?
+        /// Retire a worker after it ran this many jobs (its replacement starts while it runs its
+        /// last one). Default: never.
+        public var maxJobsPerWorker: Int?
+        /// Retire a worker this long after it started. Default: never.
+        public var maxAge: Duration?
+        /// Process workers only: retire a worker whose resident memory exceeds this many bytes,
+        /// checked after each of its jobs. Default: no limit.
+        public var maxResidentBytes: Int?
+
+        /// A group of `minimum...maximum` workers of `kind`.
+        public init(kind: WorkerKind, minimum: Int, maximum: Int, tags: Set<String> = []) {
+            precondition(minimum >= 0 && maximum >= max(1, minimum), "a group needs 0 <= minimum <= maximum and maximum >= 1")
+            self.kind = kind
+            self.minimum = minimum
+            self.maximum = maximum
+            self.tags = tags
+        }
     }
-    let kind: Kind
+
+    /// The groups, in the order the pool prefers them when starting workers on demand.
+    public var groups: [Group]
+
+    /// A pool of these groups.
+    public init(_ groups: [Group]) {
+        precondition(!groups.isEmpty, "a pool needs at least one group of workers")
+        self.groups = groups
+    }
+
+    public init(arrayLiteral elements: Workers...) {
+        self.init(elements.flatMap(\.groups))
+    }
 
     /// `count` supervised worker processes: crash, memory and hard-timeout isolation.
-    /// - Precondition: `count >= 1`.
-    public static func processes(_ count: Int) -> Workers {
+    public static func processes(_ count: Int, tags: Set<String> = []) -> Workers {
         precondition(count >= 1, "a pool needs at least one worker")
-        return Workers(kind: .processes(count))
+        return Workers([Group(kind: .process, minimum: count, maximum: count, tags: tags)])
+    }
+
+    /// Between `range.lowerBound` and `range.upperBound` worker processes, started on demand and
+    /// stopped after `idleTimeout` idle.
+    public static func processes(_ range: ClosedRange<Int>, tags: Set<String> = [], idleTimeout: Duration = .seconds(60)) -> Workers {
+        var group = Group(kind: .process, minimum: range.lowerBound, maximum: range.upperBound, tags: tags)
+        group.idleTimeout = idleTimeout
+        return Workers([group])
     }
 
     /// One process worker per core.
     public static var processesPerCore: Workers { .processes(max(1, System.coreCount)) }
 
-    var count: Int {
-        switch kind {
-        case .processes(let count): count
-        }
+    /// `count` dedicated OS threads in this process, for blocking or synchronous jobs.
+    public static func threads(_ count: Int, tags: Set<String> = []) -> Workers {
+        precondition(count >= 1, "a pool needs at least one worker")
+        return Workers([Group(kind: .thread, minimum: count, maximum: count, tags: tags)])
     }
+
+    /// Jobs run as tasks in this process, at most `maxConcurrent` at once.
+    public static func inline(maxConcurrent: Int = System.coreCount, tags: Set<String> = []) -> Workers {
+        precondition(maxConcurrent >= 1, "a pool needs at least one worker")
+        return Workers([Group(kind: .inline, minimum: maxConcurrent, maximum: maxConcurrent, tags: tags)])
+    }
+
+    /// Jobs run as tasks in this process, as many at once as there are cores.
+    public static var inline: Workers { .inline() }
+
+    /// The same groups with `jobsPerWorker` set on each.
+    public func jobsPerWorker(_ count: Int) -> Workers {
+        precondition(count >= 1)
+        return modifying { $0.jobsPerWorker = count }
+    }
+
+    /// The same groups, each retiring a worker after `count` jobs.
+    public func maxJobsPerWorker(_ count: Int) -> Workers {
+        precondition(count >= 1)
+        return modifying { $0.maxJobsPerWorker = count }
+    }
+
+    /// The same groups, each retiring a worker `age` after it started.
+    public func maxAge(_ age: Duration) -> Workers { modifying { $0.maxAge = age } }
+
+    /// The same groups, each retiring a process worker whose resident memory exceeds `bytes`.
+    public func maxResidentBytes(_ bytes: Int) -> Workers { modifying { $0.maxResidentBytes = bytes } }
+
+    private func modifying(_ change: (inout Group) -> Void) -> Workers {
+        var copy = self
+        for index in copy.groups.indices { change(&copy.groups[index]) }
+        return copy
+    }
+
+    var hasProcesses: Bool { groups.contains { $0.kind.isOutOfProcess } }
+    var hasInProcess: Bool { groups.contains { !$0.kind.isOutOfProcess } }
 }
 
 /// The program a pool runs as its worker processes.
@@ -44,15 +132,16 @@ public struct WorkerExecutable: Sendable, Hashable {
 extension WorkerPool {
     /// How a pool runs. Every property has a documented default.
     public struct Configuration: Sendable {
-        /// The program workers run. Default: ``WorkerExecutable/current``.
+        /// The program process workers run. Default: ``WorkerExecutable/current``.
         public var executable: WorkerExecutable = .current
         /// Extra command-line arguments for worker processes. Default: none.
         public var arguments: [String] = []
         /// Extra environment variables for worker processes (added to the parent's). Default: none.
         public var environment: [String: String] = [:]
-        /// How many jobs one worker runs at once. Async, I/O-bound jobs may share a worker; CPU-bound
-        /// jobs want 1. Default: 1.
-        public var jobsPerWorker: Int = 1
+        /// The most jobs that may wait for a worker. When it is reached, ``WorkerPool/run(_:priority:timeout:requiring:)``
+        /// suspends until there is room and ``WorkerPool/trySubmit(_:priority:timeout:requiring:)`` fails with
+        /// ``CrewError/Code/queueFull``. Default: no limit.
+        public var maxQueued: Int?
         /// The largest frame (job arguments or output, plus a few bytes) either side accepts.
         /// Default: 64 MiB.
         public var maxFrameSize: Int = WireProtocol.defaultMaxFrameSize
@@ -61,8 +150,9 @@ extension WorkerPool {
         /// Copy what workers write to stderr to this process's stderr, as well as keeping its tail for
         /// crash reports. Default: true.
         public var forwardWorkerStderr: Bool = true
-        /// How many workers in a row may die before their handshake before jobs fail with
-        /// ``CrewError/Code/workerStartFailed`` instead of waiting for a worker that never comes. Default: 3.
+        /// How many workers of a group in a row may die while starting (before their handshake, or in
+        /// their setup job) before jobs fail with ``CrewError/Code/workerStartFailed`` instead of
+        /// waiting for a worker that never comes. Default: 3.
         public var startFailureLimit: Int = 3
         /// How the pool stops.
         public var shutdown = Shutdown()

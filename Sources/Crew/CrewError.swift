@@ -16,7 +16,7 @@ public struct CrewError: Error, Sendable, Equatable, CustomStringConvertible {
         enum Base: String, Sendable {
             case jobFailed, workerCrashed, timedOut, cancelled, unknownJobType, undecodableArguments
             case unencodableOutput, undecodableOutput, unencodableArguments, poolShutDown
-            case protocolViolation, handshakeFailed, workerStartFailed
+            case protocolViolation, handshakeFailed, workerStartFailed, queueFull, noEligibleWorker
         }
         let base: Base
 
@@ -47,6 +47,12 @@ public struct CrewError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let handshakeFailed = Code(base: .handshakeFailed)
         /// Workers could not be started (the executable is missing, or every new worker died at once).
         public static let workerStartFailed = Code(base: .workerStartFailed)
+
+        /// The pool's queue held its `maxQueued` jobs and the job was submitted with ``WorkerPool/trySubmit(_:priority:timeout:requiring:)``.
+        public static let queueFull = Code(base: .queueFull)
+        /// No worker of the pool can ever take the job: no group has the required tag, or the
+        /// targeted worker is gone.
+        public static let noEligibleWorker = Code(base: .noEligibleWorker)
 
         public var description: String { base.rawValue }
     }

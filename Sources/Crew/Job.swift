@@ -20,6 +20,13 @@ public protocol Job: Codable, Sendable {
     /// (`MyModule.Square`); override it to keep a name stable across renames.
     static var jobName: String { get }
 
+    /// Whether running the job twice is harmless. Only idempotent jobs are ever retried
+    /// (see ``RetryPolicy``). Default: false.
+    static var isIdempotent: Bool { get }
+
+    /// The retry policy for every call of this job type that does not pass its own. Default: none.
+    static var retryPolicy: RetryPolicy? { get }
+
     /// Does the work. Runs in a worker: another process, for a process worker.
     ///
     /// - Parameter context: the worker's identity, a logger and cancellation state.
@@ -32,6 +39,12 @@ public protocol Job: Codable, Sendable {
 extension Job {
     /// The fully qualified type name, for example `MyModule.Square`.
     public static var jobName: String { String(reflecting: Self.self) }
+
+    /// Not idempotent unless the type says so.
+    public static var isIdempotent: Bool { false }
+
+    /// No retries unless the type says so.
+    public static var retryPolicy: RetryPolicy? { nil }
 }
 
 /// What a running job knows about where it runs.

@@ -9,18 +9,20 @@ import Synchronization
 /// The machinery behind ``WorkerPool``: the state machine behind one lock, the worker handles,
 /// and the code that performs the machine's actions (sends, signals, spawns, resumptions).
 final class PoolCore: Sendable {
-    typealias Waiter = UnsafeContinuation<[UInt8], any Error>
-    typealias Machine = PoolStateMachine<Waiter>
+    typealias Waiter = UnsafeContinuation<JobOutput, any Error>
+    typealias Machine = PoolStateMachine<Waiter, JobPayload>
 
     let catalog: JobCatalog
     let configuration: WorkerPool.Configuration
+    let workers: Workers
     private let launchSpec: ProcessWorker.LaunchSpec
     private let logger: Logger
     private let nextJobID = Atomic<UInt64>(1)
 
     private struct State: ~Copyable {
         var machine: Machine
-        var handles: [Int: ProcessWorker] = [:]
+        var handles: [Int: any WorkerHandle] = [:]
+        var startedAt: [Int: MonotonicTime] = [:]
         var shutdownStarted = false
         var drainWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
         var exitWaiters: [CheckedContinuation<Void, Never>] = []
@@ -28,9 +30,10 @@ final class PoolCore: Sendable {
     }
     private let state: Mutex<State>
 
-    init(workers: Workers, catalog: JobCatalog, configuration: WorkerPool.Configuration) {
+    init(workers: Workers, catalog: JobCatalog, configuration: WorkerPool.Configuration, setup: Machine.InitJob?) {
         self.catalog = catalog
         self.configuration = configuration
+        self.workers = workers
         self.logger = configuration.logger
         launchSpec = ProcessWorker.LaunchSpec(
             executablePath: configuration.executable.path,
@@ -39,33 +42,74 @@ final class PoolCore: Sendable {
             maxFrameSize: configuration.maxFrameSize,
             forwardStderr: configuration.forwardWorkerStderr
         )
+        let groups = workers.groups.map { group in
+            Machine.Group(
+                kind: group.kind, minimum: group.minimum, maximum: group.maximum, tags: group.tags,
+                jobsPerWorker: group.jobsPerWorker, idleTimeout: group.idleTimeout,
+                maxJobsPerWorker: group.maxJobsPerWorker, maxAge: group.maxAge)
+        }
         state = Mutex(State(machine: Machine(
-            workerCount: workers.count,
-            jobsPerWorker: configuration.jobsPerWorker,
-            startFailureLimit: configuration.startFailureLimit
-        )))
+            groups: groups, maxQueued: configuration.maxQueued,
+            startFailureLimit: configuration.startFailureLimit, setup: setup)))
     }
 
     func start() {
-        perform(state.withLock { ($0.machine.start(), $0.handles) })
+        update { $0.start(now: .now()) }
     }
+
+    /// Runs `change` on the machine under the lock, then performs its actions.
+    private func update(_ change: (inout Machine) -> [Machine.Action]) {
+        perform(state.withLock { (change(&$0.machine), $0.handles) })
+    }
+
+    // MARK: Introspection
 
     /// Jobs waiting for a worker.
     var queuedCount: Int { state.withLock { $0.machine.queuedCount } }
 
     var workerProcessIDs: [Int32] {
-        state.withLock { $0.handles.values.map(\.pid).sorted() }
+        state.withLock { $0.handles.values.compactMap(\.processID).sorted() }
+    }
+
+    func snapshot() -> PoolSnapshot {
+        let now = MonotonicTime.now()
+        let (workers, handles, queue, free, overflow) = state.withLock { state in
+            (state.machine.workers, state.handles, state.machine.queueDepthByPriority, state.machine.freeSlotCount,
+             state.machine.overflowCount)
+        }
+        let running = state.withLock { $0.machine.running }
+        let groups = state.withLock { $0.machine.groups }
+        let entries = workers.values.sorted { $0.id < $1.id }.map { worker in
+            let pid = handles[worker.id]?.processID
+            return PoolSnapshot.Worker(
+                id: worker.id,
+                kind: groups[worker.group].kind,
+                group: worker.group,
+                tags: groups[worker.group].tags,
+                processID: pid,
+                state: PoolSnapshot.WorkerState(worker.phase),
+                currentJobs: worker.inFlight.compactMap { id in running[id].map { .init(id: id, name: $0.name) } },
+                jobsDone: worker.jobsDone,
+                uptime: now.since(worker.startedAt),
+                residentBytes: pid.flatMap(residentSetSize(of:))
+            )
+        }
+        return PoolSnapshot(workers: entries, queueDepth: queue, waitingForRoom: overflow, freeSlots: free)
     }
 
     // MARK: Jobs
 
-    func submit(name: String, arguments: [UInt8], priority: JobPriority, timeout: Duration?) async throws -> [UInt8] {
+    func submit(
+        name: String, payload: JobPayload, priority: JobPriority, timeout: Duration?,
+        requirement: Machine.Requirement, waitsForRoom: Bool = true
+    ) async throws -> JobOutput {
         let jobID = nextJobID.wrappingAdd(1, ordering: .relaxed).oldValue
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { (waiter: Waiter) in
                 let request = Machine.Request(
-                    id: jobID, name: name, arguments: arguments, priority: priority, timeout: timeout, waiter: waiter)
-                perform(state.withLock { ($0.machine.submit(request), $0.handles) })
+                    id: jobID, name: name, payload: payload, priority: priority, timeout: timeout,
+                    requirement: requirement, waiter: waiter, waitsForRoom: waitsForRoom)
+                update { $0.submit(request, now: .now()) }
                 // The handler below may have run before the job was queued; cancel it now then.
                 if Task.isCancelled { cancel(jobID) }
             }
@@ -75,37 +119,51 @@ final class PoolCore: Sendable {
     }
 
     private func cancel(_ jobID: UInt64) {
-        perform(state.withLock { ($0.machine.cancel(jobID), $0.handles) })
+        update { $0.cancel(jobID, now: .now()) }
+    }
+
+    /// The workers a broadcast reaches now; registers `job` to run on every later worker first.
+    func prepareBroadcast(name: String, payload: JobPayload) -> [Int] {
+        state.withLock { state in
+            state.machine.addInitJob(.init(name: name, payload: payload))
+            return state.machine.broadcastTargets
+        }
+    }
+
+    func setLimits(group: Int, minimum: Int, maximum: Int) {
+        update { $0.setLimits(group: group, minimum: minimum, maximum: maximum, now: .now()) }
     }
 
     // MARK: Performing actions
 
-    private func perform(_ work: (actions: [Machine.Action], handles: [Int: ProcessWorker])) {
+    private func perform(_ work: (actions: [Machine.Action], handles: [Int: any WorkerHandle])) {
         let (actions, handles) = work
         for action in actions {
             switch action {
-            case .dispatch(let workerID, let jobID, let name, let arguments, let timeout):
-                handles[workerID]?.send(.run(jobID: jobID, name: name, arguments: arguments))
+            case .dispatch(let workerID, let jobID, let name, let payload, let timeout):
+                handles[workerID]?.dispatch(jobID: jobID, name: name, payload: payload)
                 if let timeout {
                     Supervisor.shared.schedule(at: .now() + timeout) { [weak self] in
-                        guard let self else { return }
-                        perform(state.withLock { ($0.machine.timeoutExpired(jobID: jobID, after: timeout), $0.handles) })
+                        self?.update { $0.timeoutExpired(jobID: jobID, after: timeout, now: .now()) }
                     }
                 }
             case .resume(let waiter, let result):
                 waiter.resume(with: result.mapError { $0 })
             case .requestCancel(let workerID, let jobID):
-                handles[workerID]?.send(.cancel(jobID: jobID))
+                handles[workerID]?.cancel(jobID: jobID)
                 Supervisor.shared.schedule(at: .now() + configuration.cancellationGracePeriod) { [weak self] in
-                    guard let self else { return }
-                    perform(state.withLock { ($0.machine.cancelGraceExpired(jobID: jobID), $0.handles) })
+                    self?.update { $0.cancelGraceExpired(jobID: jobID, now: .now()) }
                 }
-            case .spawn(let workerID):
-                spawn(workerID)
+            case .spawn(let workerID, let group):
+                start(workerID, group: workers.groups[group])
             case .kill(let workerID):
-                handles[workerID]?.signal(SIGKILL)
+                handles[workerID]?.kill()
             case .release(let workerID):
                 if let handle = handles[workerID] { release(handle) }
+            case .checkIdle(let workerID, let at):
+                Supervisor.shared.schedule(at: at) { [weak self] in
+                    self?.update { $0.idleCheck(workerID, now: .now()) }
+                }
             case .drained:
                 let waiters = state.withLock { state in
                     defer { state.drainWaiters.removeAll() }
@@ -122,103 +180,126 @@ final class PoolCore: Sendable {
         }
     }
 
-    private func release(_ handle: ProcessWorker) {
+    private func release(_ handle: any WorkerHandle) {
         handle.release()
+        guard handle.processID != nil else { return }
         let grace = configuration.shutdown.terminateGracePeriod
-        Supervisor.shared.schedule(at: .now() + grace) { handle.signal(SIGTERM) }
-        Supervisor.shared.schedule(at: .now() + grace + grace) { handle.signal(SIGKILL) }
+        Supervisor.shared.schedule(at: .now() + grace) { handle.terminate() }
+        Supervisor.shared.schedule(at: .now() + grace + grace) { handle.kill() }
     }
 
     // MARK: Workers
 
-    private func spawn(_ workerID: Int) {
+    private func start(_ workerID: Int, group: Workers.Group) {
+        guard group.kind.isOutOfProcess else {
+            let worker = LocalWorker(id: workerID, kind: group.kind, logger: logger, events: LocalWorkerEvents(
+                jobEnded: { [self] jobID, result in jobsEnded(workerID, [(jobID, result)]) },
+                exited: { [self] in workerExited(workerID, termination: nil, stderrTail: nil) }
+            ))
+            state.withLock { $0.handles[workerID] = worker }
+            update { $0.workerReady(workerID, now: .now()) }
+            return
+        }
         let spec = launchSpec
+        let memoryLimit = group.maxResidentBytes
         Supervisor.shared.submit { [self] in
             let worker: ProcessWorker
             do throws(CrewError) {
                 worker = try ProcessWorker.spawn(id: workerID, spec)
             } catch {
                 logger.error("crew: cannot start worker \(workerID): \(error.message)")
-                perform(state.withLock { state in
-                    _ = state.machine.handshakeFailed(workerID, message: error.message)
-                    return (state.machine.workerExited(workerID, termination: nil, stderrTail: nil), state.handles)
-                })
+                update { machine in
+                    let now = MonotonicTime.now()
+                    return machine.startFailed(workerID, message: error.message, now: now)
+                        + machine.workerExited(workerID, termination: nil, stderrTail: nil, now: now)
+                }
                 return
             }
             let phase = state.withLock { state in
                 state.handles[workerID] = worker
                 return state.machine.workers[workerID]?.phase
             }
-            worker.start(callbacks(for: workerID))
+            worker.start(callbacks(for: workerID, memoryLimit: memoryLimit))
             logger.debug("crew: started worker", metadata: ["crew.worker": "\(workerID)", "crew.pid": "\(worker.pid)"])
             switch phase {
-            case .stopping(.shutdown?)?, nil:
+            case .stopping(.shutdown)?, nil:
                 release(worker)
             case .stopping?:
-                worker.signal(SIGKILL)
+                worker.kill()
             default:
                 break
             }
         }
     }
 
-    private func callbacks(for workerID: Int) -> ProcessWorker.Callbacks {
+    private func jobsEnded(_ workerID: Int, _ results: [(UInt64, Result<JobOutput, CrewError>)]) {
+        update { machine in
+            let now = MonotonicTime.now()
+            var actions: [Machine.Action] = []
+            for (jobID, result) in results {
+                guard let more = machine.jobEnded(jobID, on: workerID, result, now: now) else {
+                    actions += machine.protocolViolation(workerID, message: "an answer for job \(jobID), which it does not hold", now: now)
+                    break
+                }
+                actions += more
+            }
+            return actions
+        }
+    }
+
+    private func workerExited(_ workerID: Int, termination: CrewError.Termination?, stderrTail: String?) {
+        update { machine in
+            let expected: Bool = if case .stopping = machine.workers[workerID]?.phase { true } else { false }
+            if !expected, let termination {
+                logger.warning("crew: worker \(workerID) died: \(termination)")
+            }
+            return machine.workerExited(workerID, termination: termination, stderrTail: stderrTail, now: .now())
+        }
+        state.withLock { _ = $0.handles.removeValue(forKey: workerID) }
+    }
+
+    private func callbacks(for workerID: Int, memoryLimit: Int?) -> ProcessWorker.Callbacks {
         ProcessWorker.Callbacks(
             hello: { [self] hello in
                 let problem = handshakeProblem(hello)
-                perform(state.withLock { state in
-                    let actions = if let problem {
-                        state.machine.handshakeFailed(workerID, message: problem)
-                    } else {
-                        state.machine.workerReady(workerID)
-                    }
-                    return (actions, state.handles)
-                })
                 if let problem { logger.error("crew: worker \(workerID) refused: \(problem)") }
+                update { machine in
+                    if let problem {
+                        machine.startFailed(workerID, message: problem, now: .now())
+                    } else {
+                        machine.workerReady(workerID, now: .now())
+                    }
+                }
             },
             messages: { [self] messages in
-                perform(state.withLock { state in
-                    var actions: [Machine.Action] = []
-                    for message in messages {
-                        let jobID: UInt64
-                        let result: Result<[UInt8], CrewError>
+                let pid = state.withLock { $0.handles[workerID]?.processID }
+                let results: [(UInt64, Result<JobOutput, CrewError>)] = state.withLock { state in
+                    messages.compactMap { message in
                         switch message {
                         case .result(let id, let output):
-                            jobID = id
-                            result = .success(output)
+                            return (id, .success(.encoded(output)))
                         case .failure(let id, let kind, let errorType, let text):
-                            jobID = id
-                            result = .failure(CrewError(
+                            return (id, .failure(CrewError(
                                 kind.code, text, jobName: state.machine.running[id]?.name, workerID: workerID,
-                                processID: state.handles[workerID]?.pid, remoteErrorType: errorType.isEmpty ? nil : errorType))
+                                processID: pid, remoteErrorType: errorType.isEmpty ? nil : errorType)))
                         case .hello:
-                            continue  // the reader delivers hellos separately
+                            return nil  // the reader delivers hellos separately
                         }
-                        guard let more = state.machine.jobEnded(jobID, on: workerID, result) else {
-                            actions += state.machine.protocolViolation(workerID, message: "an answer for job \(jobID), which it does not hold")
-                            break
-                        }
-                        actions += more
                     }
-                    return (actions, state.handles)
-                })
+                }
+                jobsEnded(workerID, results)
+                if let memoryLimit, let pid, let resident = residentSetSize(of: pid), resident > memoryLimit {
+                    update {
+                        $0.retire(workerID, because: "its resident memory (\(resident >> 20) MiB) exceeded \(memoryLimit >> 20) MiB", now: .now())
+                    }
+                }
             },
             violation: { [self] message in
                 logger.error("crew: worker \(workerID) broke the wire protocol: \(message)")
-                perform(state.withLock { ($0.machine.protocolViolation(workerID, message: message), $0.handles) })
+                update { $0.protocolViolation(workerID, message: message, now: .now()) }
             },
             exited: { [self] termination, stderrTail in
-                let expected = state.withLock { state -> Bool in
-                    if case .stopping(.some) = state.machine.workers[workerID]?.phase { return true }
-                    return false
-                }
-                if !expected {
-                    logger.warning("crew: worker \(workerID) died: \(termination)")
-                }
-                perform(state.withLock { state in
-                    state.handles[workerID] = nil
-                    return (state.machine.workerExited(workerID, termination: termination, stderrTail: stderrTail), state.handles)
-                })
+                workerExited(workerID, termination: termination, stderrTail: stderrTail)
             }
         )
     }
@@ -243,9 +324,9 @@ final class PoolCore: Sendable {
             return !state.shutdownStarted
         }
         if first {
-            perform(state.withLock { ($0.machine.beginShutdown(cancelPending: cancelPending), $0.handles) })
+            update { $0.beginShutdown(cancelPending: cancelPending) }
             await waitUntilDrained(timeout: configuration.shutdown.drainTimeout)
-            perform(state.withLock { ($0.machine.stopWorkers(), $0.handles) })
+            update { $0.stopWorkers() }
         }
         await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
             let done = state.withLock { state in
@@ -264,9 +345,7 @@ final class PoolCore: Sendable {
             return !state.shutdownStarted
         }
         guard first else { return }
-        perform(state.withLock { state in
-            (state.machine.beginShutdown(cancelPending: true) + state.machine.stopWorkers(), state.handles)
-        })
+        update { $0.beginShutdown(cancelPending: true) + $0.stopWorkers() }
     }
 
     private func waitUntilDrained(timeout: Duration) async {

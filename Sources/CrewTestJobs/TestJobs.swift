@@ -6,7 +6,7 @@ public enum TestJobs {
     /// Every test job type.
     public static let catalog: JobCatalog = [
         Echo.self, Add.self, Sleep.self, Fail.self, Crash.self, Spin.self, BlockingSleep.self,
-        Picky.self, Garbage.self, WhoAmI.self, Blob.self, Nested.self,
+        Picky.self, Garbage.self, WhoAmI.self, Blob.self, Nested.self, Stamp.self,
     ]
 }
 
@@ -165,5 +165,16 @@ public struct Nested: Job {
                 return pids.sorted()
             }
         }
+    }
+}
+
+/// Returns the time it started, on the system-wide monotonic clock (comparable across processes).
+public struct Stamp: Job {
+    public var tag: Int
+    public init(_ tag: Int) { self.tag = tag }
+    public func run(in context: JobContext) async throws -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
     }
 }

@@ -3,10 +3,18 @@ import Testing
 
 /// The pool's decisions without processes: the machine's waiters are plain numbers.
 @Suite struct PoolStateMachineTests {
-    typealias Machine = PoolStateMachine<Int>
+    typealias Machine = PoolStateMachine<Int, [UInt8]>
+    let t0 = MonotonicTime(nanoseconds: 1_000_000_000)
+
+    /// A machine with one group of `count` process workers.
+    func makeMachine(_ count: Int, jobsPerWorker: Int = 1, startFailureLimit: Int = 3) -> Machine {
+        Machine(
+            groups: [.init(kind: .process, minimum: count, maximum: count, jobsPerWorker: jobsPerWorker)],
+            startFailureLimit: startFailureLimit)
+    }
 
     func request(_ id: UInt64, _ priority: JobPriority = .normal, timeout: Duration? = nil) -> Machine.Request {
-        Machine.Request(id: id, name: "Job\(id)", arguments: [UInt8(id % 256)], priority: priority, timeout: timeout, waiter: Int(id))
+        Machine.Request(id: id, name: "Job\(id)", payload: [UInt8(id % 256)], priority: priority, timeout: timeout, waiter: Int(id))
     }
 
     /// The jobs dispatched by `actions`, as (job, worker).
@@ -27,173 +35,173 @@ import Testing
     }
 
     func spawned(_ actions: [Machine.Action]) -> [Int] {
-        actions.compactMap { if case .spawn(let id) = $0 { id } else { nil } }
+        actions.compactMap { if case .spawn(let id, _) = $0 { id } else { nil } }
     }
 
     @Test func startsItsWorkersAndDispatchesOnlyToReadyOnes() {
-        var machine = Machine(workerCount: 2)
-        #expect(spawned(machine.start()) == [1, 2])
-        #expect(dispatched(machine.submit(request(1))).isEmpty)
-        #expect(dispatched(machine.workerReady(2)).map(\.0) == [1])
-        #expect(dispatched(machine.submit(request(2))).isEmpty)
-        #expect(dispatched(machine.workerReady(1)).map(\.0) == [2])
+        var machine = makeMachine(2)
+        #expect(spawned(machine.start(now: t0)) == [1, 2])
+        #expect(dispatched(machine.submit(request(1), now: t0)).isEmpty)
+        #expect(dispatched(machine.workerReady(2, now: t0)).map(\.0) == [1])
+        #expect(dispatched(machine.submit(request(2), now: t0)).isEmpty)
+        #expect(dispatched(machine.workerReady(1, now: t0)).map(\.0) == [2])
     }
 
     @Test func priorityFirstThenFirstInFirstOut() {
-        var machine = Machine(workerCount: 1)
-        _ = machine.start()
+        var machine = makeMachine(1)
+        _ = machine.start(now: t0)
         let plan: [(UInt64, JobPriority)] = [(1, .low), (2, .normal), (3, .high), (4, .normal), (5, .critical), (6, .low), (7, .high)]
-        for (id, priority) in plan { _ = machine.submit(request(id, priority)) }
+        for (id, priority) in plan { _ = machine.submit(request(id, priority), now: t0) }
         var order: [UInt64] = []
-        var next = dispatched(machine.workerReady(1))
+        var next = dispatched(machine.workerReady(1, now: t0))
         while let (job, worker) = next.first {
             order.append(job)
-            next = dispatched(machine.jobEnded(job, on: worker, .success([]))!)
+            next = dispatched(machine.jobEnded(job, on: worker, .success(.encoded([])), now: t0)!)
         }
         #expect(order == [5, 3, 7, 2, 4, 1, 6])
     }
 
     @Test func jobsPerWorkerLimitsWhatAWorkerHolds() {
-        var machine = Machine(workerCount: 1, jobsPerWorker: 3)
-        _ = machine.start()
-        _ = machine.workerReady(1)
-        let sent = (1...5).flatMap { dispatched(machine.submit(request($0))) }
+        var machine = makeMachine(1, jobsPerWorker: 3)
+        _ = machine.start(now: t0)
+        _ = machine.workerReady(1, now: t0)
+        let sent = (1...5).flatMap { dispatched(machine.submit(request($0), now: t0)) }
         #expect(sent.map(\.0) == [1, 2, 3])
         #expect(machine.queuedCount == 2)
-        #expect(dispatched(machine.jobEnded(2, on: 1, .success([]))!).map(\.0) == [4])
+        #expect(dispatched(machine.jobEnded(2, on: 1, .success(.encoded([])), now: t0)!).map(\.0) == [4])
     }
 
     @Test func cancellingAQueuedJobResumesItOnce() {
-        var machine = Machine(workerCount: 1)
-        _ = machine.start()
-        _ = machine.submit(request(1))
-        #expect(resumed(machine.cancel(1)) == [1: "cancelled"])
-        #expect(machine.cancel(1).isEmpty)
-        #expect(dispatched(machine.workerReady(1)).isEmpty)
+        var machine = makeMachine(1)
+        _ = machine.start(now: t0)
+        _ = machine.submit(request(1), now: t0)
+        #expect(resumed(machine.cancel(1, now: t0)) == [1: "cancelled"])
+        #expect(machine.cancel(1, now: t0).isEmpty)
+        #expect(dispatched(machine.workerReady(1, now: t0)).isEmpty)
     }
 
     @Test func cancellingARunningJobAsksTheWorkerAndIgnoresTheLateAnswer() {
-        var machine = Machine(workerCount: 1)
-        _ = machine.start()
-        _ = machine.workerReady(1)
-        _ = machine.submit(request(1))
-        let actions = machine.cancel(1)
+        var machine = makeMachine(1)
+        _ = machine.start(now: t0)
+        _ = machine.workerReady(1, now: t0)
+        _ = machine.submit(request(1), now: t0)
+        let actions = machine.cancel(1, now: t0)
         #expect(resumed(actions) == [1: "cancelled"])
         #expect(actions.contains { if case .requestCancel(1, 1) = $0 { true } else { false } })
         // The worker's answer arrives late: nobody is resumed twice, the worker is free again.
-        _ = machine.submit(request(2))
-        let late = machine.jobEnded(1, on: 1, .success([]))!
+        _ = machine.submit(request(2), now: t0)
+        let late = machine.jobEnded(1, on: 1, .success(.encoded([])), now: t0)!
         #expect(resumed(late).isEmpty)
         #expect(dispatched(late).map(\.0) == [2])
         // If it never answers, the grace period kills and replaces the worker.
-        _ = machine.cancel(2)
-        let grace = machine.cancelGraceExpired(jobID: 2)
+        _ = machine.cancel(2, now: t0)
+        let grace = machine.cancelGraceExpired(jobID: 2, now: t0)
         #expect(grace.contains { if case .kill(1) = $0 { true } else { false } })
         #expect(spawned(grace) == [2])
     }
 
     @Test func aTimeoutResumesTheCallerKillsAndReplacesTheWorker() {
-        var machine = Machine(workerCount: 1)
-        _ = machine.start()
-        _ = machine.workerReady(1)
-        _ = machine.submit(request(1, timeout: .seconds(1)))
-        _ = machine.submit(request(2))
-        let actions = machine.timeoutExpired(jobID: 1, after: .seconds(1))
+        var machine = makeMachine(1)
+        _ = machine.start(now: t0)
+        _ = machine.workerReady(1, now: t0)
+        _ = machine.submit(request(1, timeout: .seconds(1)), now: t0)
+        _ = machine.submit(request(2), now: t0)
+        let actions = machine.timeoutExpired(jobID: 1, after: .seconds(1), now: t0)
         #expect(resumed(actions) == [1: "timedOut"])
         #expect(actions.contains { if case .kill(1) = $0 { true } else { false } })
         #expect(spawned(actions) == [2])
         // Job 2 waits for the replacement, and the dead worker's exit resumes nobody again.
-        #expect(resumed(machine.workerExited(1, termination: .signaled(9), stderrTail: nil)).isEmpty)
-        #expect(dispatched(machine.workerReady(2)).map { $0.0 } == [2])
+        #expect(resumed(machine.workerExited(1, termination: .signaled(9), stderrTail: nil, now: t0)).isEmpty)
+        #expect(dispatched(machine.workerReady(2, now: t0)).map { $0.0 } == [2])
         // A timeout for a finished job does nothing.
-        _ = machine.jobEnded(2, on: 2, .success([]))
-        #expect(machine.timeoutExpired(jobID: 2, after: .seconds(1)).isEmpty)
+        _ = machine.jobEnded(2, on: 2, .success(.encoded([])), now: t0)
+        #expect(machine.timeoutExpired(jobID: 2, after: .seconds(1), now: t0).isEmpty)
     }
 
     @Test func aCrashFailsOnlyTheJobsOfThatWorker() {
-        var machine = Machine(workerCount: 2)
-        _ = machine.start()
-        _ = machine.workerReady(1)
-        _ = machine.workerReady(2)
-        let first = dispatched(machine.submit(request(1)))[0]
-        let second = dispatched(machine.submit(request(2)))[0]
+        var machine = makeMachine(2)
+        _ = machine.start(now: t0)
+        _ = machine.workerReady(1, now: t0)
+        _ = machine.workerReady(2, now: t0)
+        let first = dispatched(machine.submit(request(1), now: t0))[0]
+        let second = dispatched(machine.submit(request(2), now: t0))[0]
         #expect(first.1 != second.1)
-        let actions = machine.workerExited(first.1, termination: .signaled(4), stderrTail: "Fatal error: boom")
+        let actions = machine.workerExited(first.1, termination: .signaled(4), stderrTail: "Fatal error: boom", now: t0)
         #expect(resumed(actions) == [1: "workerCrashed"])
         #expect(spawned(actions) == [3])
         let error = actions.compactMap { if case .resume(_, .failure(let e)) = $0 { e } else { nil } }.first
         #expect(error?.termination == .signaled(4))
         #expect(error?.stderrTail == "Fatal error: boom")
-        #expect(resumed(machine.jobEnded(2, on: second.1, .success([7]))!) == [2: "ok"])
+        #expect(resumed(machine.jobEnded(2, on: second.1, .success(.encoded([7])), now: t0)!) == [2: "ok"])
     }
 
     @Test func anAnswerForAJobTheWorkerDoesNotHoldIsAViolation() {
-        var machine = Machine(workerCount: 2)
-        _ = machine.start()
-        _ = machine.workerReady(1)
-        _ = machine.workerReady(2)
-        let (job, worker) = dispatched(machine.submit(request(1)))[0]
-        #expect(machine.jobEnded(99, on: worker, .success([])) == nil)
-        #expect(machine.jobEnded(job, on: worker == 1 ? 2 : 1, .success([])) == nil)
-        let actions = machine.protocolViolation(worker, message: "x")
+        var machine = makeMachine(2)
+        _ = machine.start(now: t0)
+        _ = machine.workerReady(1, now: t0)
+        _ = machine.workerReady(2, now: t0)
+        let (job, worker) = dispatched(machine.submit(request(1), now: t0))[0]
+        #expect(machine.jobEnded(99, on: worker, .success(.encoded([])), now: t0) == nil)
+        #expect(machine.jobEnded(job, on: worker == 1 ? 2 : 1, .success(.encoded([])), now: t0) == nil)
+        let actions = machine.protocolViolation(worker, message: "x", now: t0)
         #expect(actions.contains { if case .kill(worker) = $0 { true } else { false } })
-        #expect(resumed(machine.workerExited(worker, termination: .signaled(9), stderrTail: nil)) == [1: "protocolViolation"])
+        #expect(resumed(machine.workerExited(worker, termination: .signaled(9), stderrTail: nil, now: t0)) == [1: "protocolViolation"])
     }
 
     @Test func workersThatNeverStartFailTheQueueInsteadOfSpinning() {
-        var machine = Machine(workerCount: 1, startFailureLimit: 3)
-        _ = machine.start()
-        _ = machine.submit(request(1))
-        var actions = machine.workerExited(1, termination: .exited(1), stderrTail: "no such library")
+        var machine = makeMachine(1, startFailureLimit: 3)
+        _ = machine.start(now: t0)
+        _ = machine.submit(request(1), now: t0)
+        var actions = machine.workerExited(1, termination: .exited(1), stderrTail: "no such library", now: t0)
         #expect(spawned(actions) == [2])
-        actions = machine.workerExited(2, termination: .exited(1), stderrTail: nil)
+        actions = machine.workerExited(2, termination: .exited(1), stderrTail: nil, now: t0)
         #expect(spawned(actions) == [3])
-        actions = machine.workerExited(3, termination: .exited(1), stderrTail: nil)
+        actions = machine.workerExited(3, termination: .exited(1), stderrTail: nil, now: t0)
         #expect(spawned(actions).isEmpty)
         #expect(resumed(actions) == [1: "workerStartFailed"])
-        #expect(resumed(machine.submit(request(2))) == [2: "workerStartFailed"])
+        #expect(resumed(machine.submit(request(2), now: t0)) == [2: "workerStartFailed"])
     }
 
     @Test func aReadyWorkerResetsTheStartFailureCount() {
-        var machine = Machine(workerCount: 1, startFailureLimit: 2)
-        _ = machine.start()
-        _ = machine.workerExited(1, termination: .exited(1), stderrTail: nil)
-        _ = machine.workerReady(2)
-        _ = machine.workerExited(2, termination: .signaled(9), stderrTail: nil)
-        _ = machine.workerExited(3, termination: .exited(1), stderrTail: nil)
-        #expect(machine.startFailure == nil)
+        var machine = makeMachine(1, startFailureLimit: 2)
+        _ = machine.start(now: t0)
+        _ = machine.workerExited(1, termination: .exited(1), stderrTail: nil, now: t0)
+        _ = machine.workerReady(2, now: t0)
+        _ = machine.workerExited(2, termination: .signaled(9), stderrTail: nil, now: t0)
+        _ = machine.workerExited(3, termination: .exited(1), stderrTail: nil, now: t0)
+        #expect(machine.startFailures == [nil])
     }
 
     @Test func drainingLetsQueuedJobsFinishThenStopsEveryWorker() {
-        var machine = Machine(workerCount: 2)
-        _ = machine.start()
-        _ = machine.workerReady(1)
-        _ = machine.submit(request(1))
-        _ = machine.submit(request(2))
-        _ = machine.submit(request(3))
+        var machine = makeMachine(2)
+        _ = machine.start(now: t0)
+        _ = machine.workerReady(1, now: t0)
+        _ = machine.submit(request(1), now: t0)
+        _ = machine.submit(request(2), now: t0)
+        _ = machine.submit(request(3), now: t0)
         var actions = machine.beginShutdown(cancelPending: false)
         #expect(!actions.contains { if case .drained = $0 { true } else { false } })
-        #expect(resumed(machine.submit(request(4))) == [4: "poolShutDown"])
-        actions = machine.jobEnded(1, on: 1, .success([]))!
+        #expect(resumed(machine.submit(request(4), now: t0)) == [4: "poolShutDown"])
+        actions = machine.jobEnded(1, on: 1, .success(.encoded([])), now: t0)!
         #expect(dispatched(actions).map(\.0) == [2])
-        actions = machine.jobEnded(2, on: 1, .success([]))!
-        actions = machine.jobEnded(3, on: 1, .success([]))!
+        actions = machine.jobEnded(2, on: 1, .success(.encoded([])), now: t0)!
+        actions = machine.jobEnded(3, on: 1, .success(.encoded([])), now: t0)!
         #expect(actions.contains { if case .drained = $0 { true } else { false } })
         actions = machine.stopWorkers()
         #expect(actions.compactMap { if case .release(let id) = $0 { id } else { nil } } == [1, 2])
-        #expect(machine.workerExited(1, termination: .exited(0), stderrTail: nil).isEmpty)
-        let last = machine.workerExited(2, termination: .exited(0), stderrTail: nil)
+        #expect(machine.workerExited(1, termination: .exited(0), stderrTail: nil, now: t0).isEmpty)
+        let last = machine.workerExited(2, termination: .exited(0), stderrTail: nil, now: t0)
         #expect(last.contains { if case .allWorkersExited = $0 { true } else { false } })
         #expect(spawned(last).isEmpty)
         #expect(machine.lifecycle == .stopped)
     }
 
     @Test func cancellingShutdownFailsQueuedAndRunningJobs() {
-        var machine = Machine(workerCount: 1)
-        _ = machine.start()
-        _ = machine.workerReady(1)
-        _ = machine.submit(request(1))
-        _ = machine.submit(request(2))
+        var machine = makeMachine(1)
+        _ = machine.start(now: t0)
+        _ = machine.workerReady(1, now: t0)
+        _ = machine.submit(request(1), now: t0)
+        _ = machine.submit(request(2), now: t0)
         let actions = machine.beginShutdown(cancelPending: true)
         #expect(resumed(actions) == [1: "poolShutDown", 2: "poolShutDown"])
         #expect(actions.contains { if case .requestCancel(1, 1) = $0 { true } else { false } })
@@ -201,12 +209,12 @@ import Testing
     }
 
     @Test func aWorkerThatFinishesStartingDuringShutdownIsReleased() {
-        var machine = Machine(workerCount: 1)
-        _ = machine.start()
+        var machine = makeMachine(1)
+        _ = machine.start(now: t0)
         _ = machine.beginShutdown(cancelPending: false)
         _ = machine.stopWorkers()
-        #expect(machine.workerReady(1).isEmpty)  // already told to go
-        #expect(machine.workerExited(1, termination: .exited(0), stderrTail: nil).contains {
+        #expect(machine.workerReady(1, now: t0).isEmpty)  // already told to go
+        #expect(machine.workerExited(1, termination: .exited(0), stderrTail: nil, now: t0).contains {
             if case .allWorkersExited = $0 { true } else { false }
         })
     }

@@ -177,7 +177,7 @@ final class ProcessWorker: Sendable {
     /// pid is never hit).
     func signal(_ signal: Int32) {
         process.withLock { state in
-            if !state.reaped { kill(pid, signal) }
+            if !state.reaped { Glibc.kill(pid, signal) }
         }
     }
 
@@ -301,4 +301,24 @@ private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeM
     pointers.append(nil)
     defer { for pointer in pointers { free(pointer) } }
     return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+}
+
+extension ProcessWorker: WorkerHandle {
+    var processID: Int32? { pid }
+
+    func dispatch(jobID: UInt64, name: String, payload: JobPayload) {
+        send(.run(jobID: jobID, name: name, arguments: payload.encoded ?? []))
+    }
+
+    func cancel(jobID: UInt64) {
+        send(.cancel(jobID: jobID))
+    }
+
+    func kill() {
+        signal(SIGKILL)
+    }
+
+    func terminate() {
+        signal(SIGTERM)
+    }
 }

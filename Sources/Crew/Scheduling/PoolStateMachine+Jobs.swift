@@ -1,0 +1,299 @@
+import HeapModule
+
+extension PoolStateMachine {
+    // MARK: Submitting
+
+    /// A caller submits a job.
+    mutating func submit(_ request: Request, now: MonotonicTime) -> [Action] {
+        guard lifecycle == .running else {
+            return [.resume(request.waiter, .failure(CrewError(
+                .poolShutDown, "the pool is shut down and takes no new jobs", jobName: request.name)))]
+        }
+        if let error = unservable(request.requirement, name: request.name) {
+            return [.resume(request.waiter, .failure(error))]
+        }
+        if let maxQueued, queued.count >= maxQueued {
+            guard request.waitsForRoom else {
+                return [.resume(request.waiter, .failure(CrewError(
+                    .queueFull, "the queue holds its maximum of \(maxQueued) jobs", jobName: request.name)))]
+            }
+            overflow.append(request)
+            return []
+        }
+        enqueue(request)
+        var actions: [Action] = []
+        dispatch(now: now, &actions)
+        return actions
+    }
+
+    private mutating func enqueue(_ request: Request) {
+        nextSequence += 1
+        let key = QueueKey(priority: request.priority, sequence: nextSequence, id: request.id)
+        queued[request.id] = (request, key)
+        queues[request.requirement, default: Heap()].insert(key)
+    }
+
+    /// Nil if some worker, now or later, can take a job with this requirement; the error otherwise.
+    func unservable(_ requirement: Requirement, name: String) -> CrewError? {
+        switch requirement {
+        case .worker(let id):
+            if let worker = workers[id], worker.isActive { return nil }
+            return CrewError(.noEligibleWorker, "worker \(id) does not exist or is stopping", jobName: name)
+        case .any, .tag:
+            let able = groups.indices.filter { canServe(group: $0, requirement) }
+            if able.contains(where: { startFailures[$0] == nil }) { return nil }
+            if let failed = able.lazy.compactMap({ startFailures[$0] }).first {
+                var error = failed
+                error.jobName = name
+                return error
+            }
+            let what = if case .tag(let tag) = requirement { "a worker tagged \"\(tag)\"" } else { "a worker" }
+            return CrewError(.noEligibleWorker, "no worker group of this pool can ever provide \(what)", jobName: name)
+        }
+    }
+
+    private func canServe(group index: Int, _ requirement: Requirement) -> Bool {
+        let group = groups[index]
+        guard group.maximum > 0 else { return false }
+        switch requirement {
+        case .any: return true
+        case .tag(let tag): return group.tags.contains(tag)
+        case .worker(let id): return workers[id]?.group == index
+        }
+    }
+
+    // MARK: Dispatching
+
+    /// Matches queued jobs with free slots, then starts workers for what is left.
+    mutating func dispatch(now: MonotonicTime, _ actions: inout [Action]) {
+        var unmatched: [Int] = []
+        while let workerID = freeSlots.popLast() {
+            guard let worker = workers[workerID], worker.acceptsJobs else { continue }
+            guard let request = popBestRequest(for: worker) else {
+                unmatched.append(workerID)
+                continue
+            }
+            assign(request, to: workerID, now: now, &actions)
+        }
+        freeSlots.append(contentsOf: unmatched.reversed())
+        admitOverflow(now: now, &actions)
+        scaleUp(now: now, &actions)
+    }
+
+    private mutating func assign(_ request: Request, to workerID: Int, now: MonotonicTime, _ actions: inout [Action]) {
+        var worker = workers[workerID]!
+        worker.inFlight.append(request.id)
+        worker.jobsDispatched += 1
+        worker.idleSince = nil
+        workers[workerID] = worker
+        running[request.id] = RunningJob(name: request.name, workerID: workerID, waiter: request.waiter)
+        actions.append(.dispatch(
+            workerID: workerID, jobID: request.id, name: request.name, payload: request.payload, timeout: request.timeout))
+        if let limit = groups[worker.group].maxJobsPerWorker, worker.jobsDispatched >= limit {
+            // Its last job: start the replacement now, while that job runs.
+            retire(workerID, because: "it ran its maximum of \(limit) jobs", now: now, &actions)
+        }
+    }
+
+    /// The best queued job this worker may take: the highest priority, then the oldest, among
+    /// the jobs for any worker, for one of its tags, and for it alone.
+    private mutating func popBestRequest(for worker: Worker) -> Request? {
+        var candidates: [Requirement] = [.any, .worker(worker.id)]
+        for tag in groups[worker.group].tags { candidates.append(.tag(tag)) }
+        var best: (Requirement, QueueKey)?
+        for requirement in candidates {
+            guard var heap = queues[requirement] else { continue }
+            // Drop keys of jobs cancelled while queued.
+            while let min = heap.min, queued[min.id]?.key.sequence != min.sequence { heap.removeMin() }
+            queues[requirement] = heap.isEmpty ? nil : heap
+            if let min = heap.min, best.map({ min < $0.1 }) ?? true { best = (requirement, min) }
+        }
+        guard let (requirement, key) = best else { return nil }
+        queues[requirement]!.removeMin()
+        if queues[requirement]!.isEmpty { queues[requirement] = nil }
+        return queued.removeValue(forKey: key.id)!.request
+    }
+
+    private mutating func admitOverflow(now: MonotonicTime, _ actions: inout [Action]) {
+        guard !overflow.isEmpty, let maxQueued, queued.count < maxQueued else { return }
+        while !overflow.isEmpty && queued.count < maxQueued {
+            enqueue(overflow.removeFirst())
+        }
+        dispatch(now: now, &actions)
+    }
+
+    /// Starts workers, within each group's maximum, for queued jobs no free worker can take.
+    private mutating func scaleUp(now: MonotonicTime, _ actions: inout [Action]) {
+        guard lifecycle == .running || lifecycle == .draining else { return }
+        for (requirement, heap) in queues where !heap.isEmpty {
+            if case .worker = requirement { continue }
+            var waiting = heap.count
+            for worker in workers.values where worker.phase.isStartingUp && canServe(group: worker.group, requirement) {
+                waiting -= groups[worker.group].jobsPerWorker
+            }
+            var index = 0
+            while waiting > 0 && index < groups.count {
+                if startFailures[index] == nil && canServe(group: index, requirement)
+                    && activeCount(inGroup: index) < groups[index].maximum {
+                    spawn(group: index, now: now, &actions)
+                    waiting -= groups[index].jobsPerWorker
+                } else {
+                    index += 1
+                }
+            }
+        }
+    }
+
+    mutating func spawn(group: Int, now: MonotonicTime, _ actions: inout [Action]) {
+        let id = nextWorkerID
+        nextWorkerID += 1
+        workers[id] = Worker(id: id, group: group, startedAt: now)
+        actions.append(.spawn(workerID: id, group: group))
+    }
+
+    // MARK: Ending
+
+    /// A worker reported a job's end. Returns nil if the worker had no such job: it broke the
+    /// protocol, and the caller should report ``protocolViolation(_:message:now:)``.
+    mutating func jobEnded(_ jobID: UInt64, on workerID: Int, _ result: Result<JobOutput, CrewError>, now: MonotonicTime) -> [Action]? {
+        guard let job = running[jobID], job.workerID == workerID, var worker = workers[workerID] else { return nil }
+        running[jobID] = nil
+        worker.inFlight.removeAll { $0 == jobID }
+        worker.jobsDone += 1
+        workers[workerID] = worker
+        var actions: [Action] = []
+        if job.isInit {
+            initJobEnded(workerID, result, now: now, &actions)
+            return actions
+        }
+        if let waiter = job.waiter { actions.append(.resume(waiter, result)) }
+        let group = groups[worker.group]
+        if let maxAge = group.maxAge, worker.startedAt + maxAge <= now, worker.acceptsJobs {
+            retire(workerID, because: "it reached its maximum age of \(maxAge)", now: now, &actions)
+        }
+        slotFreed(workerID, now: now, &actions)
+        checkDrained(&actions)
+        return actions
+    }
+
+    /// A worker's job ended: give it another, release it if it is retiring, or note it idle.
+    private mutating func slotFreed(_ workerID: Int, now: MonotonicTime, _ actions: inout [Action]) {
+        guard var worker = workers[workerID] else { return }
+        switch worker.phase {
+        case .ready:
+            freeSlots.append(workerID)
+            dispatch(now: now, &actions)
+            worker = workers[workerID]!
+            if worker.inFlight.isEmpty && worker.acceptsJobs {
+                worker.idleSince = now
+                workers[workerID] = worker
+                let group = groups[worker.group]
+                var checks: [MonotonicTime] = []
+                if let idle = group.idleTimeout, activeCount(inGroup: worker.group) > group.minimum { checks.append(now + idle) }
+                if let maxAge = group.maxAge { checks.append(worker.startedAt + maxAge) }
+                if let at = checks.min() { actions.append(.checkIdle(workerID: workerID, at: at)) }
+            }
+        case .retiring where worker.inFlight.isEmpty:
+            worker.phase = .stopping(.retired("retired"))
+            workers[workerID] = worker
+            actions.append(.release(workerID: workerID))
+        default:
+            break
+        }
+    }
+
+    /// The timer of a ``Action/checkIdle(workerID:at:)`` fired: an idle worker above its group's
+    /// minimum, or past its maximum age, goes.
+    mutating func idleCheck(_ workerID: Int, now: MonotonicTime) -> [Action] {
+        guard let worker = workers[workerID], worker.acceptsJobs, worker.inFlight.isEmpty, let idleSince = worker.idleSince else {
+            return []
+        }
+        let group = groups[worker.group]
+        var actions: [Action] = []
+        if let maxAge = group.maxAge, worker.startedAt + maxAge <= now {
+            retire(workerID, because: "it reached its maximum age of \(maxAge)", now: now, &actions)
+        } else if let timeout = group.idleTimeout, idleSince + timeout <= now, activeCount(inGroup: worker.group) > group.minimum {
+            stop(workerID, .idle, release: true, now: now, &actions)
+        }
+        return actions
+    }
+
+    /// Retires a worker: it takes no new jobs, a replacement starts now, and it is released
+    /// once its jobs are done.
+    mutating func retire(_ workerID: Int, because reason: String, now: MonotonicTime, _ actions: inout [Action]) {
+        guard var worker = workers[workerID], worker.isActive, !worker.phase.isStartingUp else { return }
+        worker.phase = .retiring(reason)
+        workers[workerID] = worker
+        freeSlots.removeAll { $0 == workerID }
+        replenish(now: now, &actions)
+        if worker.inFlight.isEmpty { slotFreed(workerID, now: now, &actions) }
+    }
+
+    /// The pool found a process worker over its memory limit between jobs.
+    mutating func retire(_ workerID: Int, because reason: String, now: MonotonicTime) -> [Action] {
+        var actions: [Action] = []
+        retire(workerID, because: reason, now: now, &actions)
+        return actions
+    }
+
+    // MARK: Cancellation and timeouts
+
+    /// The awaiting task was cancelled: a queued job is dropped, a running one asked to stop.
+    mutating func cancel(_ jobID: UInt64, now: MonotonicTime) -> [Action] {
+        if let (request, _) = queued.removeValue(forKey: jobID) {
+            var actions: [Action] = [.resume(request.waiter, .failure(CrewError(
+                .cancelled, "the job was cancelled before it started", jobName: request.name)))]
+            admitOverflow(now: now, &actions)
+            checkDrained(&actions)
+            return actions
+        }
+        if let index = overflow.firstIndex(where: { $0.id == jobID }) {
+            let request = overflow.remove(at: index)
+            return [.resume(request.waiter, .failure(CrewError(
+                .cancelled, "the job was cancelled while it waited for room in the queue", jobName: request.name)))]
+        }
+        guard var job = running[jobID], let waiter = job.waiter else { return [] }
+        job.waiter = nil
+        running[jobID] = job
+        var actions: [Action] = [
+            .resume(waiter, .failure(CrewError(
+                .cancelled, "the job was cancelled while it ran", jobName: job.name, workerID: job.workerID))),
+            .requestCancel(workerID: job.workerID, jobID: jobID),
+        ]
+        checkDrained(&actions)
+        return actions
+    }
+
+    /// A running job's timeout expired: its caller gets `timedOut`, its worker is ended and replaced.
+    mutating func timeoutExpired(jobID: UInt64, after timeout: Duration, now: MonotonicTime) -> [Action] {
+        guard var job = running[jobID] else { return [] }
+        var actions: [Action] = []
+        if let waiter = job.waiter {
+            job.waiter = nil
+            running[jobID] = job
+            actions.append(.resume(waiter, .failure(CrewError(
+                .timedOut, "the job ran longer than its timeout of \(timeout); its worker was stopped",
+                jobName: job.name, workerID: job.workerID))))
+        }
+        stop(job.workerID, .timedOut(jobID: jobID, name: job.name), release: false, now: now, &actions)
+        checkDrained(&actions)
+        return actions
+    }
+
+    /// A cancelled job still runs after the grace period: its worker is ended and replaced.
+    mutating func cancelGraceExpired(jobID: UInt64, now: MonotonicTime) -> [Action] {
+        guard let job = running[jobID] else { return [] }
+        var actions: [Action] = []
+        stop(job.workerID, .cancelGraceExpired(jobID: jobID), release: false, now: now, &actions)
+        return actions
+    }
+
+    func checkDrained(_ actions: inout [Action]) {
+        if isDrained { actions.append(.drained) }
+    }
+
+    /// Whether shutdown has begun and no caller awaits a queued or running job.
+    var isDrained: Bool {
+        lifecycle != .running && queued.isEmpty && overflow.isEmpty && running.values.allSatisfy { $0.waiter == nil }
+    }
+}

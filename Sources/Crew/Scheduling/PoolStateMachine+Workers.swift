@@ -1,0 +1,295 @@
+extension PoolStateMachine {
+    // MARK: Starting
+
+    /// Starts every group's minimum of workers.
+    mutating func start(now: MonotonicTime) -> [Action] {
+        var actions: [Action] = []
+        replenish(now: now, &actions)
+        return actions
+    }
+
+    /// Starts workers until every group has its minimum of active ones.
+    mutating func replenish(now: MonotonicTime, _ actions: inout [Action]) {
+        guard lifecycle == .running || lifecycle == .draining else { return }
+        for index in groups.indices where startFailures[index] == nil {
+            for _ in activeCount(inGroup: index)..<max(activeCount(inGroup: index), groups[index].minimum) {
+                spawn(group: index, now: now, &actions)
+            }
+        }
+        // Queued work may want more than the minimum.
+        if !queued.isEmpty { dispatch(now: now, &actions) }
+    }
+
+    /// A worker finished its handshake: it runs its init jobs, then takes work.
+    mutating func workerReady(_ workerID: Int, now: MonotonicTime) -> [Action] {
+        guard let worker = workers[workerID], worker.phase == .starting else { return [] }
+        if lifecycle == .stopping || lifecycle == .stopped {
+            workers[workerID]!.phase = .stopping(.shutdown)
+            return [.release(workerID: workerID)]
+        }
+        var actions: [Action] = []
+        advanceInit(workerID, next: 0, now: now, &actions)
+        return actions
+    }
+
+    /// Runs the worker's next init job, or makes it ready when none is left.
+    private mutating func advanceInit(_ workerID: Int, next: Int, now: MonotonicTime, _ actions: inout [Action]) {
+        var worker = workers[workerID]!
+        if next < initJobs.count {
+            worker.phase = .initializing(next: next + 1)
+            let job = initJobs[next]
+            let jobID = nextInitJobID
+            nextInitJobID += 1
+            worker.inFlight.append(jobID)
+            workers[workerID] = worker
+            running[jobID] = RunningJob(name: job.name, workerID: workerID, waiter: nil, isInit: true)
+            actions.append(.dispatch(workerID: workerID, jobID: jobID, name: job.name, payload: job.payload, timeout: nil))
+            return
+        }
+        worker.phase = .ready
+        worker.idleSince = now
+        workers[workerID] = worker
+        consecutiveStartFailures[worker.group] = 0
+        for _ in 0..<groups[worker.group].jobsPerWorker { freeSlots.append(workerID) }
+        slotFreedAfterStart(workerID, now: now, &actions)
+    }
+
+    private mutating func slotFreedAfterStart(_ workerID: Int, now: MonotonicTime, _ actions: inout [Action]) {
+        dispatch(now: now, &actions)
+        guard let worker = workers[workerID], worker.acceptsJobs, worker.inFlight.isEmpty else { return }
+        let group = groups[worker.group]
+        if let idle = group.idleTimeout, activeCount(inGroup: worker.group) > group.minimum {
+            actions.append(.checkIdle(workerID: workerID, at: now + idle))
+        }
+    }
+
+    /// An init job ended on a worker that is starting up.
+    mutating func initJobEnded(_ workerID: Int, _ result: Result<JobOutput, CrewError>, now: MonotonicTime, _ actions: inout [Action]) {
+        guard let worker = workers[workerID], case .initializing(let next) = worker.phase else { return }
+        switch result {
+        case .success:
+            advanceInit(workerID, next: next, now: now, &actions)
+        case .failure(let error):
+            stop(workerID, .startFailed("its setup job \(error.jobName ?? "") failed: \(error.message)"), release: false, now: now, &actions)
+        }
+    }
+
+    /// Registers a job that every worker started from now on runs before it takes work
+    /// (a broadcast's replay). Workers still starting up run it too.
+    mutating func addInitJob(_ job: InitJob) {
+        initJobs.append(job)
+    }
+
+    /// The workers a broadcast reaches now: those that take jobs or are retiring.
+    var broadcastTargets: [Int] {
+        workers.values.filter { worker in
+            switch worker.phase {
+            case .ready, .retiring: true
+            default: false
+            }
+        }.map(\.id).sorted()
+    }
+
+    /// Changes a group's limits at runtime: starts workers up to the new minimum, releases idle
+    /// ones above the new maximum (busy ones retire when their jobs are done).
+    mutating func setLimits(group index: Int, minimum: Int, maximum: Int, now: MonotonicTime) -> [Action] {
+        precondition(minimum >= 0 && maximum >= minimum, "need 0 <= minimum <= maximum")
+        groups[index].minimum = minimum
+        groups[index].maximum = maximum
+        var actions: [Action] = []
+        var excess = activeCount(inGroup: index) - maximum
+        let members = workers.values.filter { $0.group == index && $0.isActive }
+            .sorted { ($0.inFlight.count, $1.id) < ($1.inFlight.count, $0.id) }
+        for worker in members where excess > 0 {
+            if worker.inFlight.isEmpty && worker.acceptsJobs {
+                stop(worker.id, .idle, release: true, now: now, &actions)
+            } else {
+                workers[worker.id]!.phase = .retiring("the pool's maximum was lowered")
+                freeSlots.removeAll { $0 == worker.id }
+            }
+            excess -= 1
+        }
+        replenish(now: now, &actions)
+        failUnservable(&actions)
+        return actions
+    }
+
+    // MARK: Faults
+
+    /// A worker broke the protocol (garbage, an oversized frame, an answer to no job).
+    mutating func protocolViolation(_ workerID: Int, message: String, now: MonotonicTime) -> [Action] {
+        var actions: [Action] = []
+        stop(workerID, .protocolViolation(message), release: false, now: now, &actions)
+        return actions
+    }
+
+    /// A worker could not start: its spawn failed, or its handshake did not match.
+    mutating func startFailed(_ workerID: Int, message: String, now: MonotonicTime) -> [Action] {
+        var actions: [Action] = []
+        stop(workerID, .startFailed(message), release: false, now: now, &actions)
+        return actions
+    }
+
+    /// Takes a worker out of service: killed (`release: false`) or let go.
+    mutating func stop(_ workerID: Int, _ reason: StopReason, release: Bool, now: MonotonicTime, _ actions: inout [Action]) {
+        guard var worker = workers[workerID] else { return }
+        if case .stopping = worker.phase { return }
+        worker.phase = .stopping(reason)
+        workers[workerID] = worker
+        freeSlots.removeAll { $0 == workerID }
+        actions.append(release ? .release(workerID: workerID) : .kill(workerID: workerID))
+        replenish(now: now, &actions)
+    }
+
+    /// A worker ended (or could not be started). Fails its unfinished jobs and replaces it.
+    mutating func workerExited(
+        _ workerID: Int, termination: CrewError.Termination?, stderrTail: String?, now: MonotonicTime
+    ) -> [Action] {
+        guard let worker = workers.removeValue(forKey: workerID) else { return [] }
+        freeSlots.removeAll { $0 == workerID }
+        var actions: [Action] = []
+        let reason: StopReason? = if case .stopping(let reason) = worker.phase { reason } else { nil }
+        let what = termination.map { "its process \($0)" } ?? "it could not be started"
+
+        for jobID in worker.inFlight {
+            guard let job = running.removeValue(forKey: jobID), let waiter = job.waiter else { continue }
+            var error: CrewError = switch reason {
+            case .timedOut(_, let name)?:
+                CrewError(.workerCrashed, "the worker was stopped because another job (\(name)) timed out on it")
+            case .cancelGraceExpired?:
+                CrewError(.workerCrashed, "the worker was stopped because a cancelled job on it did not stop")
+            case .protocolViolation(let message)?:
+                CrewError(.protocolViolation, "the worker broke the wire protocol (\(message)); it was killed")
+            case .startFailed(let message)?:
+                CrewError(.workerStartFailed, message)
+            case .shutdown?:
+                CrewError(.poolShutDown, "the pool shut down before the job finished")
+            case .retired?, .idle?, nil:
+                CrewError(.workerCrashed, "the worker died while it ran the job: \(what)")
+            }
+            error.jobName = job.name
+            error.workerID = workerID
+            error.termination = termination
+            error.stderrTail = stderrTail
+            actions.append(.resume(waiter, .failure(error)))
+        }
+
+        // Jobs aimed at this worker alone can never run now.
+        failQueued(where: { $0.requirement == .worker(workerID) }, &actions) { request in
+            CrewError(.noEligibleWorker, "worker \(workerID) ended before the job could run on it", jobName: request.name)
+        }
+
+        let diedStarting: Bool = switch reason {
+        case .startFailed?: true
+        case nil: worker.phase.isStartingUp
+        default: false
+        }
+        if diedStarting {
+            consecutiveStartFailures[worker.group] += 1
+            let stillServing = workers.values.contains { $0.group == worker.group && $0.acceptsJobs }
+            if consecutiveStartFailures[worker.group] >= startFailureLimit && !stillServing {
+                let detail: String = if case .startFailed(let message)? = reason {
+                    message
+                } else {
+                    "\(consecutiveStartFailures[worker.group]) workers in a row ended while starting; the last: \(what)"
+                }
+                startFailures[worker.group] = CrewError(
+                    .workerStartFailed, "\(groups[worker.group].kind) workers cannot be started: \(detail)",
+                    termination: termination, stderrTail: stderrTail)
+                failUnservable(&actions)
+            }
+        }
+
+        switch lifecycle {
+        case .running, .draining:
+            replenish(now: now, &actions)
+            checkDrained(&actions)
+        case .stopping:
+            if workers.isEmpty {
+                lifecycle = .stopped
+                actions.append(.allWorkersExited)
+            }
+        case .stopped:
+            break
+        }
+        return actions
+    }
+
+    /// Fails queued jobs that no worker can ever take any more.
+    mutating func failUnservable(_ actions: inout [Action]) {
+        var errors: [UInt64: CrewError] = [:]
+        for (id, entry) in queued {
+            if let error = unservable(entry.request.requirement, name: entry.request.name) { errors[id] = error }
+        }
+        for request in overflow {
+            if let error = unservable(request.requirement, name: request.name) { errors[request.id] = error }
+        }
+        guard !errors.isEmpty else { return }
+        failQueued(where: { errors[$0.id] != nil }, &actions) { errors[$0.id]! }
+    }
+
+    /// Removes queued (and overflowed) jobs matching `predicate` and fails them.
+    mutating func failQueued(
+        where predicate: (Request) -> Bool, _ actions: inout [Action], error: (Request) -> CrewError
+    ) {
+        let doomed = queued.values.filter { predicate($0.request) }.sorted { $0.key < $1.key }
+        for (request, _) in doomed {
+            queued[request.id] = nil
+            actions.append(.resume(request.waiter, .failure(error(request))))
+        }
+        // Their heap keys are dropped lazily (see popBestRequest).
+        let overflowed = overflow.filter(predicate)
+        overflow.removeAll(where: predicate)
+        for request in overflowed { actions.append(.resume(request.waiter, .failure(error(request)))) }
+    }
+
+    // MARK: Shutdown
+
+    /// Stops taking jobs. With `cancelPending`, queued jobs fail at once and running ones are asked
+    /// to cancel; otherwise both go on. Returns ``Action/drained`` once nothing is awaited.
+    mutating func beginShutdown(cancelPending: Bool) -> [Action] {
+        guard lifecycle == .running else { return [] }
+        lifecycle = .draining
+        var actions: [Action] = []
+        if cancelPending {
+            failQueued(where: { _ in true }, &actions) { request in
+                CrewError(.poolShutDown, "the pool shut down before the job started", jobName: request.name)
+            }
+            for (jobID, job) in running.sorted(by: { $0.key < $1.key }) where job.waiter != nil {
+                actions.append(.resume(job.waiter!, .failure(CrewError(
+                    .poolShutDown, "the pool shut down while the job ran", jobName: job.name, workerID: job.workerID))))
+                running[jobID]!.waiter = nil
+                actions.append(.requestCancel(workerID: job.workerID, jobID: jobID))
+            }
+        }
+        checkDrained(&actions)
+        return actions
+    }
+
+    /// Releases every worker; jobs still queued or running fail with `poolShutDown`.
+    mutating func stopWorkers() -> [Action] {
+        guard lifecycle == .running || lifecycle == .draining else { return [] }
+        lifecycle = .stopping
+        var actions: [Action] = []
+        failQueued(where: { _ in true }, &actions) { request in
+            CrewError(.poolShutDown, "the pool shut down before the job started", jobName: request.name)
+        }
+        for (jobID, job) in running.sorted(by: { $0.key < $1.key }) where job.waiter != nil {
+            actions.append(.resume(job.waiter!, .failure(CrewError(
+                .poolShutDown, "the pool shut down before the job finished", jobName: job.name, workerID: job.workerID))))
+            running[jobID]!.waiter = nil
+        }
+        freeSlots.removeAll()
+        for id in workers.keys.sorted() {
+            if case .stopping = workers[id]!.phase { continue }  // already on its way out
+            workers[id]!.phase = .stopping(.shutdown)
+            actions.append(.release(workerID: id))
+        }
+        if workers.isEmpty {
+            lifecycle = .stopped
+            actions.append(.allWorkersExited)
+        }
+        return actions
+    }
+}
+

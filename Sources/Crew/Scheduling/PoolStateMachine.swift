@@ -1,0 +1,208 @@
+import HeapModule
+
+/// Every decision a ``WorkerPool`` makes, as a pure state machine: which queued job goes to
+/// which worker, when workers start, retire or are replaced, which caller is resumed with what,
+/// when shutdown is complete. It does no I/O and reads no clock (times come in as arguments), so
+/// it is tested exhaustively without processes. The pool holds it behind a lock and performs the
+/// returned ``Action``s after unlocking.
+///
+/// `Waiter` is what the pool resumes when a job ends (a continuation in production); `Payload`
+/// is the job as the pool hands it to a worker (encoded bytes and/or the value itself).
+struct PoolStateMachine<Waiter, Payload> {
+    /// One group of workers of the same kind and tags, with its sizing and recycling policy.
+    struct Group: Equatable {
+        var kind: WorkerKind
+        var minimum: Int
+        var maximum: Int
+        var tags: Set<String> = []
+        var jobsPerWorker: Int = 1
+        var idleTimeout: Duration? = nil
+        var maxJobsPerWorker: Int? = nil
+        var maxAge: Duration? = nil
+    }
+
+    /// Which workers may take a job.
+    enum Requirement: Hashable {
+        case any
+        case tag(String)
+        case worker(Int)
+    }
+
+    /// A job as submitted.
+    struct Request {
+        var id: UInt64
+        var name: String
+        var payload: Payload
+        var priority: JobPriority
+        var timeout: Duration?
+        var requirement: Requirement = .any
+        var waiter: Waiter
+        /// When the queue is full: wait for room (`run`) rather than fail (`trySubmit`).
+        var waitsForRoom = true
+    }
+
+    /// A job every new worker runs before it takes work: the setup job, and every broadcast.
+    struct InitJob {
+        var name: String
+        var payload: Payload
+    }
+
+    /// Something the pool must do after the state changed.
+    enum Action {
+        /// Hand the job to the worker; arm a timeout timer if `timeout` is set.
+        case dispatch(workerID: Int, jobID: UInt64, name: String, payload: Payload, timeout: Duration?)
+        /// Resume a caller.
+        case resume(Waiter, Result<JobOutput, CrewError>)
+        /// Ask the worker to cancel the job; if it still runs after the grace period, report
+        /// ``cancelGraceExpired(jobID:)``.
+        case requestCancel(workerID: Int, jobID: UInt64)
+        /// Start a worker of the group; report ``workerReady(_:now:)`` or ``workerExited(_:termination:stderrTail:now:)``.
+        case spawn(workerID: Int, group: Int)
+        /// End the worker now (SIGKILL for a process); its exit is reported as usual.
+        case kill(workerID: Int)
+        /// Let the worker go: it finishes and exits; escalate if it lingers.
+        case release(workerID: Int)
+        /// Report ``idleCheck(_:now:)`` for the worker at this time.
+        case checkIdle(workerID: Int, at: MonotonicTime)
+        /// Nothing is queued or awaited any more (shutdown may proceed).
+        case drained
+        /// Every worker has exited (shutdown is complete).
+        case allWorkersExited
+    }
+
+    /// Why the pool is ending a worker; decides the error its unfinished jobs get.
+    enum StopReason: Equatable {
+        case timedOut(jobID: UInt64, name: String)
+        case cancelGraceExpired(jobID: UInt64)
+        case protocolViolation(String)
+        case startFailed(String)
+        case retired(String)
+        case idle
+        case shutdown
+    }
+
+    enum Phase: Equatable {
+        /// Spawned (or being spawned); no hello yet.
+        case starting
+        /// Running its init jobs (setup, broadcasts); `next` indexes ``initJobs``.
+        case initializing(next: Int)
+        /// Takes jobs.
+        case ready
+        /// Takes no new jobs; is released once its jobs are done; a replacement has been started.
+        case retiring(String)
+        /// Takes no more jobs; its exit is awaited.
+        case stopping(StopReason)
+
+        var isStartingUp: Bool {
+            switch self {
+            case .starting, .initializing: true
+            default: false
+            }
+        }
+    }
+
+    struct Worker {
+        var id: Int
+        var group: Int
+        var phase: Phase = .starting
+        var inFlight: [UInt64] = []
+        var jobsDone = 0
+        var jobsDispatched = 0
+        var startedAt: MonotonicTime
+        var idleSince: MonotonicTime?
+
+        var acceptsJobs: Bool { phase == .ready }
+        var isActive: Bool {
+            switch phase {
+            case .retiring, .stopping: false
+            default: true
+            }
+        }
+    }
+
+    struct RunningJob {
+        var name: String
+        var workerID: Int
+        /// Nil for init jobs, and once the caller was resumed early (timeout, cancellation).
+        var waiter: Waiter?
+        var isInit = false
+    }
+
+    enum Lifecycle: Equatable {
+        case running
+        /// No new jobs; queued and running ones go on.
+        case draining
+        /// Workers are being released.
+        case stopping
+        case stopped
+    }
+
+    struct QueueKey: Comparable {
+        var priority: JobPriority
+        var sequence: UInt64
+        var id: UInt64
+        // Heap's min is the next job: highest priority, then lowest sequence.
+        static func < (a: QueueKey, b: QueueKey) -> Bool {
+            a.priority != b.priority ? a.priority > b.priority : a.sequence < b.sequence
+        }
+    }
+
+    var groups: [Group]
+    var lifecycle: Lifecycle = .running
+    var workers: [Int: Worker] = [:]
+    var running: [UInt64: RunningJob] = [:]
+    var queued: [UInt64: (request: Request, key: QueueKey)] = [:]
+    var queues: [Requirement: Heap<QueueKey>] = [:]
+    /// Requests waiting for room in a full queue, first come first served.
+    var overflow: [Request] = []
+    /// Free job slots, as worker ids; a worker with room for n jobs appears n times. Last in,
+    /// first out, so work concentrates on warm workers and the others can go idle.
+    var freeSlots: [Int] = []
+    var initJobs: [InitJob] = []
+    var nextWorkerID = 1
+    var nextSequence: UInt64 = 0
+    var nextInitJobID: UInt64 = 1 << 63
+    /// Per group: workers in a row that died while starting up.
+    var consecutiveStartFailures: [Int]
+    /// Per group: set when its workers keep failing to start; it starts no more.
+    var startFailures: [CrewError?]
+
+    /// The most jobs that may wait in the queue; nil for no limit.
+    let maxQueued: Int?
+    /// How many workers in a row may die while starting before their group gives up.
+    let startFailureLimit: Int
+
+    init(groups: [Group], maxQueued: Int? = nil, startFailureLimit: Int = 3, setup: InitJob? = nil) {
+        precondition(!groups.isEmpty, "a pool needs at least one worker group")
+        self.groups = groups
+        self.maxQueued = maxQueued
+        self.startFailureLimit = startFailureLimit
+        consecutiveStartFailures = Array(repeating: 0, count: groups.count)
+        startFailures = Array(repeating: nil, count: groups.count)
+        if let setup { initJobs.append(setup) }
+    }
+
+    /// Jobs waiting for a worker (not counting callers waiting for room in a full queue).
+    var queuedCount: Int { queued.count }
+
+    /// Callers waiting for room in a full queue.
+    var overflowCount: Int { overflow.count }
+
+    func activeCount(inGroup group: Int) -> Int {
+        workers.values.count { $0.group == group && $0.isActive }
+    }
+
+    /// Free job slots on ready workers.
+    var freeSlotCount: Int { freeSlots.count }
+
+    /// Queued jobs per priority.
+    var queueDepthByPriority: [JobPriority: Int] {
+        queued.values.reduce(into: [:]) { $0[$1.request.priority, default: 0] += 1 }
+    }
+}
+
+extension PoolStateMachine: Sendable where Waiter: Sendable, Payload: Sendable {}
+extension PoolStateMachine.Request: Sendable where Waiter: Sendable, Payload: Sendable {}
+extension PoolStateMachine.InitJob: Sendable where Payload: Sendable {}
+extension PoolStateMachine.Action: Sendable where Waiter: Sendable, Payload: Sendable {}
+extension PoolStateMachine.RunningJob: Sendable where Waiter: Sendable {}

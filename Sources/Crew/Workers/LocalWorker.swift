@@ -1,0 +1,150 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import Logging
+import Synchronization
+
+/// A thread or inline worker: runs jobs as tasks in this process, on its own thread (thread
+/// workers, through a task executor) or on Swift's cooperative pool (inline workers). Jobs are
+/// values; nothing is encoded. Timeouts and cancellation are cooperative.
+final class LocalWorker: WorkerHandle {
+    let id: Int
+    var processID: Int32? { nil }
+    private let executor: ThreadExecutor?
+    private let events: LocalWorkerEvents
+    private let logger: Logger
+
+    private struct State: ~Copyable {
+        var tasks: [UInt64: Task<Void, Never>] = [:]
+        var released = false
+        var exited = false
+    }
+    private let state = Mutex(State())
+
+    init(id: Int, kind: WorkerKind, logger: Logger, events: LocalWorkerEvents) {
+        self.id = id
+        self.events = events
+        self.logger = logger
+        executor = kind == .thread ? ThreadExecutor(name: "crew-thread-\(id)") : nil
+    }
+
+    func dispatch(jobID: UInt64, name: String, payload: JobPayload) {
+        guard let run = payload.local else {
+            finish(jobID, .failure(CrewError(.unknownJobType, "the job has no in-process form", jobName: name, workerID: id)))
+            return
+        }
+        var jobLogger = logger
+        jobLogger[metadataKey: "crew.worker"] = "\(id)"
+        jobLogger[metadataKey: "crew.job"] = "\(jobID)"
+        let context = JobContext(workerID: id, jobID: jobID, processID: getpid(), logger: jobLogger)
+        state.withLock { state in
+            state.tasks[jobID] = Task(executorPreference: executor) { [self] in
+                let result: Result<JobOutput, CrewError>
+                do {
+                    result = .success(.value(try await run(context)))
+                } catch {
+                    let code: CrewError.Code = error is CancellationError ? .cancelled : .jobFailed
+                    result = .failure(CrewError(
+                        code, String(describing: error), jobName: name, workerID: id,
+                        remoteErrorType: String(reflecting: type(of: error)), underlying: error))
+                }
+                finish(jobID, result)
+            }
+        }
+    }
+
+    private func finish(_ jobID: UInt64, _ result: Result<JobOutput, CrewError>) {
+        let (report, exitNow) = state.withLock { state -> (Bool, Bool) in
+            state.tasks[jobID] = nil
+            let report = !state.exited
+            let exitNow = state.released && state.tasks.isEmpty && !state.exited
+            if exitNow { state.exited = true }
+            return (report, exitNow)
+        }
+        if report { events.jobEnded(jobID, result) }
+        if exitNow { exit() }
+        else if state.withLock({ $0.exited && $0.tasks.isEmpty }) { executor?.stop() }
+    }
+
+    func cancel(jobID: UInt64) {
+        state.withLock { $0.tasks[jobID] }?.cancel()
+    }
+
+    func kill() {
+        let tasks = state.withLock { state -> [Task<Void, Never>]? in
+            guard !state.exited else { return nil }
+            state.exited = true
+            return Array(state.tasks.values)
+        }
+        guard let tasks else { return }
+        for task in tasks { task.cancel() }
+        if tasks.isEmpty { executor?.stop() }
+        events.exited()
+    }
+
+    func release() {
+        let exitNow = state.withLock { state -> Bool in
+            state.released = true
+            guard state.tasks.isEmpty && !state.exited else { return false }
+            state.exited = true
+            return true
+        }
+        if exitNow { exit() }
+    }
+
+    func terminate() {}
+
+    private func exit() {
+        executor?.stop()
+        events.exited()
+    }
+}
+
+/// A task executor that runs every job on one dedicated thread, so that blocking code in a job
+/// never occupies a thread of Swift's cooperative pool.
+final class ThreadExecutor: TaskExecutor, @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var condition = pthread_cond_t()
+    private var queue: [UnownedJob] = []
+    private var stopped = false
+
+    init(name: String) {
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&condition, nil)
+        PosixThread.start(name: name) { [self] in loop() }.detach()
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        pthread_mutex_lock(&mutex)
+        queue.append(job)
+        pthread_cond_signal(&condition)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    /// Ends the thread once it has run what is queued.
+    func stop() {
+        pthread_mutex_lock(&mutex)
+        stopped = true
+        pthread_cond_signal(&condition)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    private func loop() {
+        var batch: [UnownedJob] = []
+        while true {
+            pthread_mutex_lock(&mutex)
+            while queue.isEmpty && !stopped { pthread_cond_wait(&condition, &mutex) }
+            if queue.isEmpty && stopped {
+                pthread_mutex_unlock(&mutex)
+                return
+            }
+            swap(&batch, &queue)
+            pthread_mutex_unlock(&mutex)
+            for job in batch { job.runSynchronously(on: asUnownedTaskExecutor()) }
+            batch.removeAll(keepingCapacity: true)
+        }
+    }
+}

@@ -1,0 +1,24 @@
+/// What the pool needs from a worker of any kind. The state machine decides; handles act.
+protocol WorkerHandle: AnyObject, Sendable {
+    /// The pool-assigned worker number.
+    var id: Int { get }
+    /// The worker's process, for process workers.
+    var processID: Int32? { get }
+    /// Hands a job to the worker.
+    func dispatch(jobID: UInt64, name: String, payload: JobPayload)
+    /// Asks the worker to cancel a job (cooperatively).
+    func cancel(jobID: UInt64)
+    /// Ends the worker now: SIGKILL for a process; an in-process worker cancels its jobs and
+    /// reports its exit at once (a job that ignores cancellation runs on, detached from the pool).
+    func kill()
+    /// Lets the worker finish what it holds and exit.
+    func release()
+    /// Escalation for a released worker that lingers: SIGTERM for a process.
+    func terminate()
+}
+
+/// What an in-process worker reports to the pool.
+struct LocalWorkerEvents: Sendable {
+    var jobEnded: @Sendable (UInt64, Result<JobOutput, CrewError>) -> Void
+    var exited: @Sendable () -> Void
+}
