@@ -196,8 +196,15 @@ final class PoolCore: Sendable {
                 jobEnded: { [self] jobID, result in jobsEnded(workerID, [(jobID, result)]) },
                 exited: { [self] in workerExited(workerID, termination: nil, stderrTail: nil) }
             ))
-            state.withLock { $0.handles[workerID] = worker }
-            update { $0.workerReady(workerID, now: .now()) }
+            let phase = state.withLock { state in
+                state.handles[workerID] = worker
+                return state.machine.workers[workerID]?.phase
+            }
+            if phase == .starting {
+                update { $0.workerReady(workerID, now: .now()) }
+            } else {
+                worker.release()  // shutdown began while it was being created
+            }
             return
         }
         let spec = launchSpec

@@ -1,5 +1,6 @@
 public import Crew
 import Glibc
+import Synchronization
 
 /// Jobs the tests run in real worker processes, one per behaviour under test.
 public enum TestJobs {
@@ -7,6 +8,7 @@ public enum TestJobs {
     public static let catalog: JobCatalog = [
         Echo.self, Add.self, Sleep.self, Fail.self, Crash.self, Spin.self, BlockingSleep.self,
         Picky.self, Garbage.self, WhoAmI.self, Blob.self, Nested.self, Stamp.self,
+        SetState.self, GetState.self, Hoard.self, CrashOnce.self, ThreadName.self,
     ]
 }
 
@@ -176,5 +178,77 @@ public struct Stamp: Job {
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)
         return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+    }
+}
+
+/// Per-worker state for the setup, broadcast and targeting tests.
+let workerState = Mutex<[String: Int]>([:])
+
+/// Sets a value in its worker's memory; returns the worker's id.
+public struct SetState: Job {
+    public var key: String
+    public var value: Int
+    public init(_ key: String, _ value: Int) { self.key = key; self.value = value }
+    public func run(in context: JobContext) async throws -> Int {
+        workerState.withLock { $0[key] = value }
+        return context.workerID
+    }
+}
+
+/// Reads a value from its worker's memory (nil if never set there).
+public struct GetState: Job {
+    public var key: String
+    public init(_ key: String) { self.key = key }
+    public func run(in context: JobContext) async throws -> Int? {
+        workerState.withLock { $0[key] }
+    }
+}
+
+/// Keeps `megabytes` of touched memory alive in its worker; returns the worker's pid.
+public struct Hoard: Job {
+    public var megabytes: Int
+    public init(megabytes: Int) { self.megabytes = megabytes }
+    public func run(in context: JobContext) async throws -> Int32 {
+        let block = [UInt8](repeating: 1, count: megabytes << 20)
+        hoard.withLock { $0.append(block) }
+        return context.processID
+    }
+}
+let hoard = Mutex<[[UInt8]]>([])
+
+/// Crashes its worker the first time it runs with a given marker path, succeeds afterwards.
+public struct CrashOnce: Job {
+    public static var isIdempotent: Bool { true }
+    public var marker: String
+    public init(marker: String) { self.marker = marker }
+    public func run(in context: JobContext) async throws -> Int {
+        let fd = open(marker, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        if fd >= 0 {
+            close(fd)
+            kill(getpid(), SIGKILL)
+        }
+        return 1
+    }
+}
+
+/// Cannot be encoded: runs on in-process workers only, which take jobs as values.
+public struct Unencodable: Job {
+    public var value: Int
+    public init(_ value: Int) { self.value = value }
+    public func encode(to encoder: any Encoder) throws {
+        throw EncodingError.invalidValue(value, .init(codingPath: [], debugDescription: "never encoded"))
+    }
+    public func run(in context: JobContext) async throws -> Int { value * 2 }
+}
+
+/// Returns the name of the thread it runs on.
+public struct ThreadName: Job {
+    public init() {}
+    public func run(in context: JobContext) async throws -> String {
+        let fd = open("/proc/thread-self/comm", O_RDONLY)
+        var buffer = [UInt8](repeating: 0, count: 32)
+        let n = max(0, read(fd, &buffer, buffer.count))
+        close(fd)
+        return String(decoding: buffer[..<n].filter { $0 != 10 }, as: UTF8.self)
     }
 }

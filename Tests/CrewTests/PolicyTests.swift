@@ -1,0 +1,247 @@
+@testable import Crew
+import CrewTestJobs
+import Glibc
+import Synchronization
+import Testing
+
+func withPool<R: Sendable>(
+    _ workers: Workers, setup: (any Job)? = nil, _ adjust: (inout WorkerPool.Configuration) -> Void = { _ in },
+    _ body: (WorkerPool) async throws -> sending R
+) async throws -> sending R {
+    try await WorkerPool.withPool(workers, jobs: TestJobs.catalog, configuration: testConfiguration(adjust), setup: setup, body)
+}
+
+extension ProcessTests {
+    @Suite struct WorkerKinds {
+        @Test(arguments: [Workers.threads(2), .inline(maxConcurrent: 2), .processes(2)])
+        func everyKindRunsJobsWithTheSameAPI(workers: Workers) async throws {
+            try await withPool(workers) { pool in
+                let sum = try await pool.run(Add(20, 22))
+                #expect(sum == 42)
+                await expectCrewError(.jobFailed) { try await pool.run(Fail("nope")) }
+                let error = await expectCrewError(.timedOut) { try await pool.run(Sleep(milliseconds: 10_000), timeout: .milliseconds(100)) }
+                #expect(error?.jobName == Sleep.jobName)
+                let again = try await pool.run(Echo(5))
+                #expect(again == 5)
+            }
+        }
+
+        @Test func inProcessWorkersTakeJobsAsValuesWithoutEncoding() async throws {
+            try await withPool(.inline(maxConcurrent: 1)) { pool in
+                let value = try await pool.run(Unencodable(21))
+                #expect(value == 42)
+            }
+            try await withPool(.processes(1)) { pool in
+                await expectCrewError(.unknownJobType) { try await pool.run(Unencodable(21)) }
+            }
+        }
+
+        @Test func threadWorkersRunOnTheirOwnThreadsAndNeverBlockTheCooperativePool() async throws {
+            try await withPool(.threads(3)) { pool in
+                let name = try await pool.run(ThreadName())
+                #expect(name.hasPrefix("crew-thread-"))
+                // Three blocking jobs occupy three threads of ours; the cooperative pool (as many
+                // threads as cores) keeps serving a ticker meanwhile.
+                let clock = ContinuousClock()
+                async let blocked = withThrowingTaskGroup(of: Int32.self) { group in
+                    for _ in 0..<3 { group.addTask { try await pool.run(BlockingSleep(milliseconds: 600)) } }
+                    return try await group.reduce(0) { $0 + $1 }
+                }
+                var ticks = 0
+                let start = clock.now
+                while clock.now - start < .milliseconds(400) {
+                    try await Task.sleep(for: .milliseconds(10))
+                    ticks += 1
+                }
+                #expect(ticks > 10)
+                _ = try await blocked
+            }
+        }
+
+        @Test func aMixedPoolRoutesTaggedJobsAndFailsImpossibleOnesAtOnce() async throws {
+            let workers: Workers = [.threads(1, tags: ["io"]), .processes(1, tags: ["isolated"])]
+            try await withPool(workers) { pool in
+                let onThread = try await pool.run(ThreadName(), requiring: "io")
+                #expect(onThread.hasPrefix("crew-thread-"))
+                let inProcess = try await pool.run(WhoAmI(), requiring: "isolated")
+                #expect(inProcess.pid != getpid())
+                await expectCrewError(.noEligibleWorker) { try await pool.run(Echo(1), requiring: "gpu") }
+                let snapshot = pool.snapshot()
+                #expect(Set(snapshot.workers.map(\.kind)) == [.thread, .process])
+            }
+        }
+    }
+
+    @Suite struct Sizing {
+        @Test func workersStartOnDemandAndStopWhenIdle() async throws {
+            var workers = Workers.processes(0...2, idleTimeout: .milliseconds(300))
+            workers.groups[0].minimum = 0
+            try await withPool(workers) { pool in
+                #expect(pool.snapshot().workers.isEmpty)
+                async let a = pool.run(Sleep(milliseconds: 200))
+                async let b = pool.run(Sleep(milliseconds: 200))
+                async let c = pool.run(Sleep(milliseconds: 200))
+                let pids = try await [a, b, c]
+                #expect(Set(pids).count == 2)  // at most the maximum
+                #expect(await eventually(within: .seconds(5)) { pool.snapshot().workers.isEmpty })
+                let again = try await pool.run(Echo(3))  // and again on demand
+                #expect(again == 3)
+            }
+        }
+
+        @Test func limitsChangeAtRuntime() async throws {
+            try await withPool(.processes(1)) { pool in
+                pool.setLimits(minimum: 3, maximum: 3)
+                #expect(await eventually { pool.snapshot().workers.filter { $0.state == .ready }.count == 3 })
+                pool.setLimits(minimum: 1, maximum: 1)
+                #expect(await eventually { pool.snapshot().workers.count == 1 })
+                let value = try await pool.run(Echo(1))
+                #expect(value == 1)
+            }
+        }
+
+        @Test func aFullQueueMakesTrySubmitFailAndRunWait() async throws {
+            try await withPool(.processes(1), { $0.maxQueued = 2 }) { pool in
+                let busy = Task { try await pool.run(Sleep(milliseconds: 400)) }
+                #expect(await eventually { pool.snapshot().freeSlots == 0 && pool.queuedJobCount == 0 })
+                let queued = (0..<2).map { value in Task { try await pool.run(Echo(value)) } }
+                #expect(await eventually { pool.queuedJobCount == 2 })
+                await expectCrewError(.queueFull) { try await pool.trySubmit(Echo(9)) }
+                let waiting = Task { try await pool.run(Echo(7)) }  // waits for room, not dropped
+                #expect(await eventually { pool.snapshot().waitingForRoom == 1 })
+                #expect(pool.queuedJobCount == 2)
+                _ = try await busy.value
+                for task in queued { _ = try await task.value }
+                let waited = try await waiting.value
+                #expect(waited == 7)
+            }
+        }
+    }
+
+    @Suite struct Recycling {
+        @Test func aWorkerRetiresAfterItsMaximumOfJobs() async throws {
+            try await withPool(Workers.processes(1).maxJobsPerWorker(3)) { pool in
+                var pids: [Int32] = []
+                for _ in 0..<7 { pids.append(try await pool.run(Sleep(milliseconds: 1))) }
+                #expect(Set(pids[0..<3]).count == 1)
+                #expect(Set(pids[3..<6]).count == 1)
+                #expect(pids[0] != pids[3] && pids[3] != pids[6])
+            }
+        }
+
+        @Test func aWorkerOverItsMemoryLimitRetiresBetweenJobs() async throws {
+            try await withPool(Workers.processes(1).maxResidentBytes(80 << 20)) { pool in
+                let first = try await pool.run(Hoard(megabytes: 10))
+                let second = try await pool.run(Hoard(megabytes: 100))
+                #expect(first == second)  // over the limit only after this job
+                #expect(await eventually { !pool.workerProcessIDs.contains(second) })
+                let third = try await pool.run(Hoard(megabytes: 1))
+                #expect(third != second)
+            }
+        }
+
+        @Test func aWorkerRetiresAtItsMaximumAge() async throws {
+            try await withPool(Workers.processes(1).maxAge(.milliseconds(300))) { pool in
+                let first = try await pool.run(Sleep(milliseconds: 0))
+                #expect(await eventually { !pool.workerProcessIDs.contains(first) && pool.workerProcessIDs.count == 1 })
+                let second = try await pool.run(Sleep(milliseconds: 0))
+                #expect(second != first)
+            }
+        }
+
+        @Test func aSetupJobThatCrashesStopsTheRespawnLoop() async throws {
+            let error = await expectCrewError(.workerStartFailed) {
+                try await withPool(.processes(2), setup: Crash(.sigkill)) { pool in
+                    try await pool.run(Echo(1))
+                }
+            }
+            #expect(error?.message.contains("setup") == true || error?.termination == .signaled(SIGKILL), "\(String(describing: error))")
+        }
+    }
+
+    @Suite struct WorkerState {
+        @Test func theSetupJobRunsOnEveryWorkerBeforeItTakesWork() async throws {
+            try await withPool(.processes(2), setup: SetState("ready", 1)) { pool in
+                async let a = pool.run(GetState("ready"))
+                async let b = pool.run(GetState("ready"))
+                let values = try await [a, b]
+                #expect(values == [1, 1])
+                #expect(pool.snapshot().workers.allSatisfy { $0.jobsDone >= 1 })
+            }
+        }
+
+        @Test func broadcastReachesEveryWorkerAndIsReplayedOnNewOnes() async throws {
+            try await withPool(.processes(2)) { pool in
+                #expect(await eventually { pool.snapshot().workers.filter { $0.state == .ready }.count == 2 })
+                let results = try await pool.broadcast(SetState("table", 7))
+                #expect(results.count == 2)
+                #expect(results.allSatisfy { (try? $0.result.get()) == $0.workerID })
+                for worker in pool.snapshot().workers {
+                    let value = try await pool.run(GetState("table"), on: worker.id)
+                    #expect(value == 7)
+                }
+                // A replacement worker replays the broadcast before it takes work.
+                let victim = try #require(pool.workerProcessIDs.first)
+                kill(victim, SIGKILL)
+                #expect(await eventually { pool.snapshot().workers.filter { $0.state == .ready && $0.processID != victim }.count == 2 })
+                for worker in pool.snapshot().workers {
+                    let value = try await pool.run(GetState("table"), on: worker.id)
+                    #expect(value == 7)
+                }
+            }
+        }
+
+        @Test func aJobTargetedAtAWorkerThatIsGoneFailsAtOnce() async throws {
+            try await withPool(.processes(1)) { pool in
+                await expectCrewError(.noEligibleWorker) { try await pool.run(Echo(1), on: 999) }
+            }
+        }
+    }
+
+    @Suite struct Retries {
+        @Test func anIdempotentJobIsRetriedAfterACrash() async throws {
+            let marker = "/tmp/crew-crash-once-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+            defer { unlink(marker) }
+            try await withPool(.processes(1)) { pool in
+                await expectCrewError(.workerCrashed) { try await pool.run(CrashOnce(marker: marker + "-a")) }
+                let value = try await pool.run(CrashOnce(marker: marker), retry: .exponential(maxAttempts: 3))
+                #expect(value == 1)
+            }
+            unlink(marker + "-a")
+        }
+
+        @Test func backoffGrowsAndStaysWithinItsBounds() {
+            let policy = RetryPolicy(maxAttempts: 10, initialBackoff: .milliseconds(100), multiplier: 2, maxBackoff: .seconds(1), jitter: 0)
+            #expect(policy.backoff(beforeAttempt: 2, random: 0.5) == .milliseconds(100))
+            #expect(policy.backoff(beforeAttempt: 3, random: 0.5) == .milliseconds(200))
+            #expect(policy.backoff(beforeAttempt: 9, random: 0.5) == .seconds(1))
+            let jittered = RetryPolicy(maxAttempts: 3, initialBackoff: .milliseconds(100), jitter: 1)
+            #expect(jittered.backoff(beforeAttempt: 2, random: 0) == .zero)
+            #expect(jittered.backoff(beforeAttempt: 2, random: 1) == .milliseconds(100))
+        }
+    }
+
+    @Suite struct Introspection {
+        @Test func aSnapshotShowsWorkersJobsAndTheQueue() async throws {
+            try await withPool(.processes(1)) { pool in
+                let running = Task { try await pool.run(Sleep(milliseconds: 500)) }
+                #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 1 })
+                let queued = Task { try await pool.run(Echo(1), priority: .high) }
+                #expect(await eventually { pool.queuedJobCount == 1 })
+                let snapshot = pool.snapshot()
+                let worker = try #require(snapshot.workers.first)
+                #expect(worker.kind == .process)
+                #expect(worker.state == .ready)
+                #expect(worker.processID != nil)
+                #expect(worker.currentJobs.map(\.name) == [Sleep.jobName])
+                #expect((worker.residentBytes ?? 0) > 1 << 20)
+                #expect(worker.uptime > .zero)
+                #expect(snapshot.queueDepth == [.high: 1])
+                #expect(snapshot.freeSlots == 0)
+                _ = try await running.value
+                _ = try await queued.value
+                #expect(pool.snapshot().workers.first?.jobsDone == 2)
+            }
+        }
+    }
+}
