@@ -21,6 +21,9 @@ public struct JobCatalog: Sendable, ExpressibleByArrayLiteral {
             precondition(entries[entry.name] == nil, "two job types share the wire name \(entry.name)")
             entries[entry.name] = entry
             names.append(entry.name)
+            // Every type can also run in chunks (see WorkerPool.map(_:maxInFlight:chunkSize:priority:timeout:)).
+            let batch = JobEntry.batch(of: type)
+            entries[batch.name] = batch
         }
         self.entries = entries
         self.names = names
@@ -30,7 +33,7 @@ public struct JobCatalog: Sendable, ExpressibleByArrayLiteral {
         self.init(types)
     }
 
-    /// Whether the catalog lists a job type with this wire name.
+    /// Whether the catalog lists a job type with this wire name (or its chunked form).
     public func contains(_ name: String) -> Bool { entries[name] != nil }
 }
 
@@ -45,6 +48,8 @@ struct JobEntry: Sendable {
 
     let name: String
     let run: @Sendable ([UInt8], JobContext) async -> Result<[UInt8], Failure>
+
+    static func batch<J: Job>(of type: J.Type) -> JobEntry { JobEntry(JobBatch<J>.self) }
 
     init<J: Job>(_ type: J.Type) {
         name = J.jobName

@@ -1,0 +1,128 @@
+import Crew
+import CrewTestJobs
+import Glibc
+import Synchronization
+import Testing
+
+/// A sequence that counts how far it has been pulled.
+struct CountingJobs: Sequence, Sendable {
+    let count: Int
+    let pulled: Recorder
+
+    func makeIterator() -> AnyIterator<Add> {
+        var next = 0
+        return AnyIterator {
+            guard next < count else { return nil }
+            defer { next += 1 }
+            pulled.append(next)
+            return Add(next, 1000)
+        }
+    }
+}
+
+extension ProcessTests {
+    @Suite struct Bulk {
+        @Test(arguments: [1, 7, 64])
+        func mapReturnsOutputsInInputOrder(chunkSize: Int) async throws {
+            try await withPool(.processes(2)) { pool in
+                var outputs: [Int] = []
+                for try await output in pool.map((0..<500).map { Add($0, 1) }, chunkSize: chunkSize) {
+                    outputs.append(output)
+                }
+                #expect(outputs == (0..<500).map { $0 + 1 })
+            }
+        }
+
+        @Test func mapPullsItsInputLazily() async throws {
+            try await withPool(.processes(1)) { pool in
+                let pulled = Recorder()
+                var iterator = pool.map(CountingJobs(count: 1_000_000, pulled: pulled), maxInFlight: 4).makeAsyncIterator()
+                for expected in 0..<10 {
+                    let output = try await iterator.next()
+                    #expect(output == expected + 1000)
+                }
+                // Ten consumed, at most four more started: the million are never pulled at once.
+                #expect(pulled.values.count <= 14)
+            }
+        }
+
+        @Test func mapUnorderedYieldsInCompletionOrder() async throws {
+            try await withPool(.processes(2)) { pool in
+                let jobs = [Sleep(milliseconds: 400), Sleep(milliseconds: 10), Sleep(milliseconds: 10)]
+                var order: [Int] = []
+                for try await (job, _) in pool.mapUnordered(jobs, maxInFlight: 2) {
+                    order.append(job.milliseconds)
+                }
+                #expect(order.count == 3)
+                #expect(order.last == 400)
+            }
+        }
+
+        @Test func aFailureEndsTheMapAfterTheOutputsBeforeIt() async throws {
+            try await withPool(.processes(2)) { pool in
+                let jobs: [Picky] = [Picky(1), Picky(2), Picky(-3), Picky(4)]
+                var outputs: [Int] = []
+                let error = await expectCrewError(.undecodableArguments) {
+                    for try await output in pool.map(jobs, maxInFlight: 1) { outputs.append(output) }
+                    return outputs
+                }
+                #expect(outputs == [1, 2])
+                #expect(error?.jobName == Picky.jobName)
+            }
+        }
+
+        @Test func aJobThatThrowsInsideAChunkFailsAloneWithItsError() async throws {
+            try await withPool(.processes(1)) { pool in
+                var seen: [Int] = []
+                let error = await expectCrewError(.jobFailed) {
+                    for try await output in pool.map([Echo(1), Echo(2)], chunkSize: 2) { seen.append(output) }
+                    for try await output in pool.map([Fail("third")], chunkSize: 2) { seen.append(output) }
+                    return seen
+                }
+                #expect(seen == [1, 2])
+                #expect(error?.message.contains("third") == true)
+            }
+        }
+
+        @Test func mapWorksOnInProcessWorkersToo() async throws {
+            try await withPool(.threads(2)) { pool in
+                var total = 0
+                for try await output in pool.map((0..<100).map { Unencodable($0) }, chunkSize: 10) { total += output }
+                #expect(total == 2 * (0..<100).reduce(0, +))
+            }
+        }
+    }
+
+    @Suite struct Tracker {
+        @Test func waitsForAllAnyAndFewer() async throws {
+            try await withPool(.processes(2)) { pool in
+                let tracker = JobTracker()
+                await tracker.waitForAll()  // nothing tracked: returns at once
+                for milliseconds in [50, 300, 300] {
+                    tracker.track { try await pool.run(Sleep(milliseconds: milliseconds)) }
+                }
+                #expect(tracker.inFlight == 3)
+                await tracker.waitForAny()
+                #expect(tracker.inFlight <= 2)
+                await tracker.waitUntilFewer(than: 2)
+                #expect(tracker.inFlight < 2)
+                await tracker.waitForAll()
+                #expect(tracker.inFlight == 0)
+            }
+        }
+
+        @Test func boundsHowManyJobsAreInFlight() async throws {
+            try await withPool(.processes(2)) { pool in
+                let tracker = JobTracker()
+                let peak = Mutex(0)
+                for value in 0..<40 {
+                    await tracker.waitUntilFewer(than: 3)
+                    peak.withLock { $0 = max($0, tracker.inFlight + 1) }
+                    tracker.track { try await pool.run(Echo(value)) }
+                }
+                await tracker.waitForAll()
+                #expect(peak.withLock { $0 } <= 3)
+            }
+        }
+    }
+}
