@@ -84,7 +84,7 @@ final class WorkerServer: Sendable {
     private let logger: Logger
     private let maxFrameSize: Int
     private let processID = getpid()
-    private let output = Mutex(FrameWriter(capacity: 4096))
+    private let output = FrameOutbox(fd: Crew.channelFD)
 
     private struct Jobs: ~Copyable {
         var running: [UInt64: Task<Void, Never>] = [:]
@@ -183,13 +183,9 @@ final class WorkerServer: Sendable {
         }
     }
 
+    /// Sends a message; results that several jobs produce at once leave in one write.
     private func send(_ message: WorkerMessage) {
-        let ok = output.withLock { writer in
-            writer.bytes.removeAll(keepingCapacity: true)
-            writer.write(message)
-            return writer.bytes.withUnsafeBytes { SystemIO.sendAll(Crew.channelFD, $0) }
-        }
-        if !ok { exitWorker(0) }
+        if !output.send({ $0.write(message) }) { exitWorker(0) }
     }
 
     private func exitWorker(_ status: Int32) -> Never {

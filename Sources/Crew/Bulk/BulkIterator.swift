@@ -62,7 +62,7 @@ final class BulkIterator<Jobs: Sequence & Sendable>: Sendable where Jobs.Element
                 if done { return nil }
                 await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
                     let resumeNow = state.withLock { state -> Bool in
-                        if !state.ready.isEmpty || takeFinished(&state) != nil || state.running.isEmpty { return true }
+                        if !state.ready.isEmpty || hasFinished(state) || state.running.isEmpty { return true }
                         state.waiter = waiter
                         return false
                     }
@@ -76,7 +76,12 @@ final class BulkIterator<Jobs: Sequence & Sendable>: Sendable where Jobs.Element
         }
     }
 
-    /// The next finished chunk that may be handed out: the next in input order, or any.
+    /// Whether a finished chunk may be handed out now.
+    private func hasFinished(_ state: borrowing State) -> Bool {
+        ordered ? state.finished[state.nextToYield] != nil : !state.finished.isEmpty
+    }
+
+    /// Takes the next finished chunk that may be handed out: the next in input order, or any.
     private func takeFinished(_ state: inout State) -> (Int, Result<[Item], any Error>)? {
         if ordered {
             guard let result = state.finished[state.nextToYield] else { return nil }

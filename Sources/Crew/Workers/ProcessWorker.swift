@@ -37,20 +37,7 @@ final class ProcessWorker: Sendable {
     private let maxFrameSize: Int
     private let forwardStderr: Bool
 
-    /// Frames waiting to be sent, and who may touch the descriptor.
-    private struct Outbox: ~Copyable {
-        var writer = FrameWriter(capacity: 4096)
-        var spare: [UInt8] = []
-        /// A thread is sending outside the lock; others only append.
-        var flushing = false
-        /// No more frames are accepted (released, or the worker is gone).
-        var closed = false
-        /// Shut down the sending side once the current flush ends.
-        var shutdownWhenFlushed = false
-        /// Close the descriptor once the current flush ends (the reader is done with it).
-        var closeWhenFlushed = false
-    }
-    private let outbox = Mutex(Outbox())
+    private let outbox: FrameOutbox
     private struct ProcessState: ~Copyable {
         var reaped = false
         var stderrTail = StderrTail()
@@ -62,6 +49,7 @@ final class ProcessWorker: Sendable {
         self.id = id
         self.pid = pid
         self.channel = channel
+        self.outbox = FrameOutbox(fd: channel)
         self.stderrFD = stderrFD
         self.maxFrameSize = maxFrameSize
         self.forwardStderr = forwardStderr
@@ -126,32 +114,7 @@ final class ProcessWorker: Sendable {
     /// (it will send this too). Returns false if the channel is closed.
     @discardableResult
     func send(_ message: PoolMessage) -> Bool {
-        let first = outbox.withLock { box -> [UInt8]? in
-            guard !box.closed else { return nil }
-            box.writer.write(message)
-            guard !box.flushing else { return nil }
-            box.flushing = true
-            swap(&box.writer.bytes, &box.spare)
-            return box.spare
-        }
-        guard var batch = first else { return true }
-        while true {
-            _ = batch.withUnsafeBytes { SystemIO.sendAll(channel, $0) }
-            let more = outbox.withLock { box -> [UInt8]? in
-                box.spare = batch
-                box.spare.removeAll(keepingCapacity: true)
-                if box.writer.bytes.isEmpty || box.closed {
-                    box.flushing = false
-                    if box.shutdownWhenFlushed { Glibc.shutdown(channel, Int32(SHUT_WR)) }
-                    if box.closeWhenFlushed { close(channel) }
-                    return nil
-                }
-                swap(&box.writer.bytes, &box.spare)
-                return box.spare
-            }
-            guard let more else { return true }
-            batch = more
-        }
+        outbox.send { $0.write(message) }
     }
 
     /// Sends bytes as they are, framed or not (for tests of the worker's defences).
@@ -162,15 +125,7 @@ final class ProcessWorker: Sendable {
     /// Closes the pool's sending side: the worker reads end-of-file and exits once it has
     /// answered what it already received.
     func release() {
-        outbox.withLock { box in
-            guard !box.closed else { return }
-            box.closed = true
-            if box.flushing {
-                box.shutdownWhenFlushed = true
-            } else {
-                Glibc.shutdown(channel, Int32(SHUT_WR))
-            }
-        }
+        outbox.shutdownWriting()
     }
 
     /// Sends `signal` to the worker process unless it has been reaped already (so a recycled
@@ -221,14 +176,7 @@ final class ProcessWorker: Sendable {
             return decodeWaitStatus(status)
         }
         // Close the channel now, or as soon as a send in progress ends (never under its feet).
-        outbox.withLock { box in
-            box.closed = true
-            if box.flushing {
-                box.closeWhenFlushed = true
-            } else {
-                close(channel)
-            }
-        }
+        outbox.closeDescriptor()
         callbacks.exited(termination, awaitStderrTail())
     }
 
