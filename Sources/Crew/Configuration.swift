@@ -22,6 +22,10 @@ public struct Workers: Sendable, ExpressibleByArrayLiteral {
         /// How many jobs one worker runs at once. Async, I/O-bound jobs may share a worker; CPU-bound
         /// jobs want 1. Default: 1.
         public var jobsPerWorker: Int = 1
+        /// Process workers only: how many more jobs a worker may hold, queued in the worker, beyond
+        /// those it runs. The next job is then already there when the current one ends, which hides
+        /// the round trip for short jobs. A held job's timeout counts from when it starts. Default: 0.
+        public var prefetch: Int = 0
         /// Workers above ``minimum`` stop after being idle this long. Default: never.
         public var idleTimeout: Duration?
         /// Retire a worker after it ran this many jobs (its replacement starts while it runs its
@@ -92,6 +96,12 @@ public struct Workers: Sendable, ExpressibleByArrayLiteral {
     public func jobsPerWorker(_ count: Int) -> Workers {
         precondition(count >= 1)
         return modifying { $0.jobsPerWorker = count }
+    }
+
+    /// The same groups, each process worker holding up to `count` more jobs than it runs.
+    public func prefetch(_ count: Int) -> Workers {
+        precondition(count >= 0)
+        return modifying { $0.prefetch = count }
     }
 
     /// The same groups, each retiring a worker after `count` jobs.

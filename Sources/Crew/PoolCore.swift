@@ -45,7 +45,8 @@ final class PoolCore: Sendable {
         let groups = workers.groups.map { group in
             Machine.Group(
                 kind: group.kind, minimum: group.minimum, maximum: group.maximum, tags: group.tags,
-                jobsPerWorker: group.jobsPerWorker, idleTimeout: group.idleTimeout,
+                jobsPerWorker: group.jobsPerWorker, prefetch: group.kind.isOutOfProcess ? group.prefetch : 0,
+                idleTimeout: group.idleTimeout,
                 maxJobsPerWorker: group.maxJobsPerWorker, maxAge: group.maxAge)
         }
         state = Mutex(State(machine: Machine(
@@ -142,11 +143,9 @@ final class PoolCore: Sendable {
             switch action {
             case .dispatch(let workerID, let jobID, let name, let payload, let timeout):
                 handles[workerID]?.dispatch(jobID: jobID, name: name, payload: payload)
-                if let timeout {
-                    Supervisor.shared.schedule(at: .now() + timeout) { [weak self] in
-                        self?.update { $0.timeoutExpired(jobID: jobID, after: timeout, now: .now()) }
-                    }
-                }
+                if let timeout { armTimeout(jobID, timeout) }
+            case .armTimeout(let jobID, let timeout):
+                armTimeout(jobID, timeout)
             case .resume(let waiter, let result):
                 waiter.resume(with: result.mapError { $0 })
             case .requestCancel(let workerID, let jobID):
@@ -180,6 +179,12 @@ final class PoolCore: Sendable {
         }
     }
 
+    private func armTimeout(_ jobID: UInt64, _ timeout: Duration) {
+        Supervisor.shared.schedule(at: .now() + timeout) { [weak self] in
+            self?.update { $0.timeoutExpired(jobID: jobID, after: timeout, now: .now()) }
+        }
+    }
+
     private func release(_ handle: any WorkerHandle) {
         handle.release()
         guard handle.processID != nil else { return }
@@ -207,9 +212,10 @@ final class PoolCore: Sendable {
             }
             return
         }
-        let spec = launchSpec
+        var spec = launchSpec
+        spec.concurrency = group.jobsPerWorker
         let memoryLimit = group.maxResidentBytes
-        Supervisor.shared.submit { [self] in
+        Supervisor.shared.submit { [self, spec] in
             let worker: ProcessWorker
             do throws(CrewError) {
                 worker = try ProcessWorker.spawn(id: workerID, spec)
@@ -254,6 +260,38 @@ final class PoolCore: Sendable {
         }
     }
 
+    private func jobsStartedOrEnded(
+        _ workerID: Int, _ messages: [WorkerMessage], _ results: [(UInt64, Result<JobOutput, CrewError>)]
+    ) {
+        update { machine in
+            let now = MonotonicTime.now()
+            var actions: [Machine.Action] = []
+            var nextResult = 0
+            for message in messages {
+                let outcome: [Machine.Action]?
+                let jobID: UInt64
+                switch message {
+                case .started(let id):
+                    jobID = id
+                    outcome = machine.jobStarted(id, on: workerID)
+                case .result, .failure:
+                    let (id, result) = results[nextResult]
+                    nextResult += 1
+                    jobID = id
+                    outcome = machine.jobEnded(id, on: workerID, result, now: now)
+                case .hello:
+                    continue
+                }
+                guard let outcome else {
+                    actions += machine.protocolViolation(workerID, message: "a message about job \(jobID), which it does not hold", now: now)
+                    break
+                }
+                actions += outcome
+            }
+            return actions
+        }
+    }
+
     private func workerExited(_ workerID: Int, termination: CrewError.Termination?, stderrTail: String?) {
         update { machine in
             let expected: Bool = if case .stopping = machine.workers[workerID]?.phase { true } else { false }
@@ -283,6 +321,8 @@ final class PoolCore: Sendable {
                 let results: [(UInt64, Result<JobOutput, CrewError>)] = state.withLock { state in
                     messages.compactMap { message in
                         switch message {
+                        case .started:
+                            return nil  // handled below, in order with the results
                         case .result(let id, let output):
                             return (id, .success(.encoded(output)))
                         case .failure(let id, let kind, let errorType, let text):
@@ -294,7 +334,12 @@ final class PoolCore: Sendable {
                         }
                     }
                 }
-                jobsEnded(workerID, results)
+                if messages.contains(where: { if case .started = $0 { true } else { false } }) {
+                    // Timeouts of held jobs that started; in order with the results around them.
+                    jobsStartedOrEnded(workerID, messages, results)
+                } else {
+                    jobsEnded(workerID, results)
+                }
                 if let memoryLimit, let pid, let resident = residentSetSize(of: pid), resident > memoryLimit {
                     update {
                         $0.retire(workerID, because: "its resident memory (\(resident >> 20) MiB) exceeded \(memoryLimit >> 20) MiB", now: .now())

@@ -5,6 +5,7 @@ import Musl
 #endif
 import CCrewSystem
 public import Logging
+import DequeModule
 import Synchronization
 
 /// Entry points for worker processes.
@@ -14,6 +15,7 @@ public enum Crew {
         static let workerID = "CREW_WORKER_ID"
         static let parentPID = "CREW_PARENT_PID"
         static let maxFrameSize = "CREW_MAX_FRAME_SIZE"
+        static let concurrency = "CREW_JOBS_PER_WORKER"
     }
 
     /// The descriptor of a worker's channel to its pool.
@@ -50,10 +52,12 @@ public enum Crew {
         let parentPID = getenv(Environment.parentPID).flatMap { Int32(String(cString: $0)) } ?? 0
         let maxFrameSize = getenv(Environment.maxFrameSize).flatMap { Int(String(cString: $0)) }
             ?? WireProtocol.defaultMaxFrameSize
+        let concurrency = max(1, getenv(Environment.concurrency).flatMap { Int(String(cString: $0)) } ?? 1)
         // Children this worker starts (a nested pool, a shell command) are not workers of ours.
         unsetenv(Environment.workerID)
         unsetenv(Environment.parentPID)
         unsetenv(Environment.maxFrameSize)
+        unsetenv(Environment.concurrency)
 
         // Die with the parent, even by SIGKILL. The kernel sends the signal when the parent's
         // spawning thread exits; if the parent died before prctl, we have been re-parented.
@@ -67,7 +71,8 @@ public enum Crew {
 
         var base = logger ?? Logger(label: "crew.worker")
         base[metadataKey: "crew.worker"] = "\(workerID)"
-        let server = WorkerServer(workerID: workerID, catalog: catalog, logger: base, maxFrameSize: maxFrameSize)
+        let server = WorkerServer(
+            workerID: workerID, catalog: catalog, logger: base, maxFrameSize: maxFrameSize, concurrency: concurrency)
         server.start()
         // The reader thread ends the process; this task parks for good.
         while true {
@@ -77,26 +82,42 @@ public enum Crew {
 }
 
 /// The worker side of the wire: reads run and cancel frames on a dedicated thread, runs each
-/// job as a task, writes results back.
+/// job as a task (at most `concurrency` at once; the pool may send more, which wait here in
+/// order and are announced with a `started` frame when they start), writes results back.
 final class WorkerServer: Sendable {
     private let workerID: Int
     private let catalog: JobCatalog
     private let logger: Logger
     private let maxFrameSize: Int
+    private let concurrency: Int
     private let processID = getpid()
     private let output = FrameOutbox(fd: Crew.channelFD)
 
+    private struct Pending {
+        var jobID: UInt64
+        var name: String
+        var arguments: [UInt8]
+        var entry: JobEntry
+    }
+
     private struct Jobs: ~Copyable {
         var running: [UInt64: Task<Void, Never>] = [:]
+        /// Jobs the pool sent beyond `concurrency`, in the order it sent them.
+        var pending: Deque<Pending> = []
+        /// Execution slots in use (a slot passes straight from a finished job to a held one).
+        var active = 0
         var draining = false
+
+        var isIdle: Bool { active == 0 && pending.isEmpty }
     }
     private let jobs = Mutex(Jobs())
 
-    init(workerID: Int, catalog: JobCatalog, logger: Logger, maxFrameSize: Int) {
+    init(workerID: Int, catalog: JobCatalog, logger: Logger, maxFrameSize: Int, concurrency: Int) {
         self.workerID = workerID
         self.catalog = catalog
         self.logger = logger
         self.maxFrameSize = maxFrameSize
+        self.concurrency = concurrency
     }
 
     func start() {
@@ -135,30 +156,60 @@ final class WorkerServer: Sendable {
                 ))
                 return
             }
-            var jobLogger = logger
-            jobLogger[metadataKey: "crew.job"] = "\(jobID)"
-            let context = JobContext(workerID: workerID, jobID: jobID, processID: processID, logger: jobLogger)
+            let job = Pending(jobID: jobID, name: name, arguments: arguments, entry: entry)
             jobs.withLock { state in
-                state.running[jobID] = Task { [self] in
-                    var result = await entry.run(arguments, context)
-                    if case .success(let bytes) = result, bytes.count + 64 > maxFrameSize {
-                        result = .failure(.unencodableOutput(FrameTooLarge(size: bytes.count, limit: maxFrameSize)))
-                    }
-                    send(Self.reply(jobID: jobID, name: name, result: result))
-                    let exit = jobs.withLock { jobs -> Bool in
-                        jobs.running[jobID] = nil
-                        return jobs.draining && jobs.running.isEmpty
-                    }
-                    if exit { exitWorker(0) }
+                if state.active < concurrency {
+                    state.active += 1
+                    start(job, &state)
+                } else {
+                    state.pending.append(job)
                 }
             }
         case .cancel(let jobID):
-            jobs.withLock { $0.running[jobID] }?.cancel()
-        case .shutdown:
-            let exit = jobs.withLock { jobs -> Bool in
-                jobs.draining = true
-                return jobs.running.isEmpty
+            let (task, heldJob) = jobs.withLock { state -> (Task<Void, Never>?, Bool) in
+                if let task = state.running[jobID] { return (task, false) }
+                guard let index = state.pending.firstIndex(where: { $0.jobID == jobID }) else { return (nil, false) }
+                state.pending.remove(at: index)
+                return (nil, true)
             }
+            task?.cancel()
+            if heldJob {
+                send(.failure(jobID: jobID, kind: .cancelled, errorType: "", message: "cancelled before it started"))
+            }
+        case .shutdown:
+            let exit = jobs.withLock { state -> Bool in
+                state.draining = true
+                return state.isIdle
+            }
+            if exit { exitWorker(0) }
+        }
+    }
+
+    /// Starts a job as a task; called with the jobs lock held.
+    private func start(_ job: Pending, _ state: inout Jobs) {
+        var jobLogger = logger
+        jobLogger[metadataKey: "crew.job"] = "\(job.jobID)"
+        let context = JobContext(workerID: workerID, jobID: job.jobID, processID: processID, logger: jobLogger)
+        state.running[job.jobID] = Task { [self] in
+            var result = await job.entry.run(job.arguments, context)
+            if case .success(let bytes) = result, bytes.count + 64 > maxFrameSize {
+                result = .failure(.unencodableOutput(FrameTooLarge(size: bytes.count, limit: maxFrameSize)))
+            }
+            // Hand the slot to the next held job, or free it, before answering: the pool sends
+            // the next job as soon as it reads the answer.
+            let held = jobs.withLock { state -> Pending? in
+                state.running[job.jobID] = nil
+                if let held = state.pending.popFirst() { return held }
+                state.active -= 1
+                return nil
+            }
+            send(Self.reply(jobID: job.jobID, name: job.name, result: result))
+            if let held {
+                // Announce it before it can finish, so the pool arms its timeout first.
+                send(.started(jobID: held.jobID))
+                jobs.withLock { start(held, &$0) }
+            }
+            let exit = jobs.withLock { $0.draining && $0.isIdle }
             if exit { exitWorker(0) }
         }
     }

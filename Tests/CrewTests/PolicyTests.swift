@@ -162,6 +162,7 @@ extension ProcessTests {
     @Suite struct WorkerState {
         @Test func theSetupJobRunsOnEveryWorkerBeforeItTakesWork() async throws {
             try await withPool(.processes(2), setup: SetState("ready", 1)) { pool in
+                #expect(await eventually { pool.snapshot().workers.filter { $0.state == .ready }.count == 2 })
                 async let a = pool.run(GetState("ready"))
                 async let b = pool.run(GetState("ready"))
                 let values = try await [a, b]
@@ -241,6 +242,58 @@ extension ProcessTests {
                 _ = try await running.value
                 _ = try await queued.value
                 #expect(pool.snapshot().workers.first?.jobsDone == 2)
+            }
+        }
+    }
+}
+
+extension ProcessTests {
+    @Suite struct Prefetch {
+        @Test func aHeldJobsTimeoutCountsFromItsStart() async throws {
+            try await withPool(Workers.processes(1).prefetch(2)) { pool in
+                // Three jobs of 300 ms with 500 ms timeouts on one worker: the second and third wait
+                // in the worker first, and must not time out for that wait.
+                async let a = pool.run(Sleep(milliseconds: 300), timeout: .milliseconds(500))
+                async let b = pool.run(Sleep(milliseconds: 300), timeout: .milliseconds(500))
+                async let c = pool.run(Sleep(milliseconds: 300), timeout: .milliseconds(500))
+                let pids = try await [a, b, c]
+                #expect(Set(pids).count == 1)
+                // And a held job that overruns still times out.
+                let d = Task { try await pool.run(Sleep(milliseconds: 100)) }
+                #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 1 })
+                let e = Task { try await pool.run(Spin(), timeout: .milliseconds(200)) }
+                _ = try await d.value
+                await expectCrewError(.timedOut) { try await e.value }
+            }
+        }
+
+        @Test func aCancelledHeldJobNeverRuns() async throws {
+            try await withPool(Workers.processes(1).prefetch(1)) { pool in
+                let pid = try await pool.run(Sleep(milliseconds: 0))
+                let running = Task { try await pool.run(Sleep(milliseconds: 300)) }
+                #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 1 })
+                let held = Task { try await pool.run(Crash(.sigkill)) }
+                #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 2 })
+                held.cancel()
+                await expectCrewError(.cancelled) { try await held.value }
+                let first = try await running.value
+                #expect(first == pid)  // the crash job never ran
+                let after = try await pool.run(Sleep(milliseconds: 0))
+                #expect(after == pid)
+            }
+        }
+
+        @Test func aWorkerRunsSeveralAsyncJobsAtOnce() async throws {
+            try await withPool(Workers.processes(1).jobsPerWorker(4)) { pool in
+                let clock = ContinuousClock()
+                let start = clock.now
+                let pids = try await withThrowingTaskGroup(of: Int32.self) { group in
+                    for _ in 0..<4 { group.addTask { try await pool.run(Sleep(milliseconds: 500)) } }
+                    return try await group.reduce(into: Set<Int32>()) { $0.insert($1) }
+                }
+                #expect(pids.count == 1)
+                // Four 500 ms sleeps in one process: together, not one after another (2 s).
+                #expect(clock.now - start < .milliseconds(1900))
             }
         }
     }

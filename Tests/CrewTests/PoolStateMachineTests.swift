@@ -219,3 +219,23 @@ import Testing
         })
     }
 }
+
+extension PoolStateMachineTests {
+    @Test func aHeldJobsTimeoutIsArmedWhenItStarts() {
+        var machine = Machine(groups: [.init(kind: .process, minimum: 1, maximum: 1, jobsPerWorker: 1, prefetch: 1)])
+        _ = machine.start(now: t0)
+        _ = machine.workerReady(1, now: t0)
+        let first = machine.submit(request(1, timeout: .seconds(5)), now: t0)
+        let second = machine.submit(request(2, timeout: .seconds(5)), now: t0)
+        let timeouts = (first + second).compactMap { if case .dispatch(_, let job, _, _, let timeout) = $0 { (job, timeout) } else { nil } }
+        #expect(timeouts.map(\.0) == [1, 2])
+        #expect(timeouts[0].1 == .seconds(5))
+        #expect(timeouts[1].1 == nil)  // held: not started yet
+        #expect(machine.submit(request(3), now: t0).isEmpty)  // both slots taken
+        _ = machine.jobEnded(1, on: 1, .success(.encoded([])), now: t0)
+        let started = machine.jobStarted(2, on: 1)
+        #expect(started?.count == 1)
+        #expect(started.map { if case .armTimeout(2, .seconds(5))? = $0.first { true } else { false } } == true)
+        #expect(machine.jobStarted(99, on: 1) == nil)
+    }
+}

@@ -82,13 +82,17 @@ extension PoolStateMachine {
 
     private mutating func assign(_ request: Request, to workerID: Int, now: MonotonicTime, _ actions: inout [Action]) {
         var worker = workers[workerID]!
+        // A job beyond what the worker runs at once waits in the worker: its timeout starts later.
+        let startsNow = worker.inFlight.count < groups[worker.group].jobsPerWorker
         worker.inFlight.append(request.id)
         worker.jobsDispatched += 1
         worker.idleSince = nil
         workers[workerID] = worker
-        running[request.id] = RunningJob(name: request.name, workerID: workerID, waiter: request.waiter)
+        running[request.id] = RunningJob(
+            name: request.name, workerID: workerID, waiter: request.waiter, pendingTimeout: startsNow ? nil : request.timeout)
         actions.append(.dispatch(
-            workerID: workerID, jobID: request.id, name: request.name, payload: request.payload, timeout: request.timeout))
+            workerID: workerID, jobID: request.id, name: request.name, payload: request.payload,
+            timeout: startsNow ? request.timeout : nil))
         if let limit = groups[worker.group].maxJobsPerWorker, worker.jobsDispatched >= limit {
             // Its last job: start the replacement now, while that job runs.
             retire(workerID, because: "it ran its maximum of \(limit) jobs", now: now, &actions)
@@ -129,14 +133,14 @@ extension PoolStateMachine {
             if case .worker = requirement { continue }
             var waiting = heap.count
             for worker in workers.values where worker.phase.isStartingUp && canServe(group: worker.group, requirement) {
-                waiting -= groups[worker.group].jobsPerWorker
+                waiting -= groups[worker.group].slotsPerWorker
             }
             var index = 0
             while waiting > 0 && index < groups.count {
                 if startFailures[index] == nil && canServe(group: index, requirement)
                     && activeCount(inGroup: index) < groups[index].maximum {
                     spawn(group: index, now: now, &actions)
-                    waiting -= groups[index].jobsPerWorker
+                    waiting -= groups[index].slotsPerWorker
                 } else {
                     index += 1
                 }
@@ -152,6 +156,16 @@ extension PoolStateMachine {
     }
 
     // MARK: Ending
+
+    /// A worker started a job it held: its timeout counts from now. Nil if the worker holds no
+    /// such job (a protocol violation).
+    mutating func jobStarted(_ jobID: UInt64, on workerID: Int) -> [Action]? {
+        guard var job = running[jobID], job.workerID == workerID else { return nil }
+        guard let timeout = job.pendingTimeout else { return [] }
+        job.pendingTimeout = nil
+        running[jobID] = job
+        return [.armTimeout(jobID: jobID, timeout: timeout)]
+    }
 
     /// A worker reported a job's end. Returns nil if the worker had no such job: it broke the
     /// protocol, and the caller should report ``protocolViolation(_:message:now:)``.

@@ -50,7 +50,7 @@ extension PoolStateMachine {
         worker.idleSince = now
         workers[workerID] = worker
         consecutiveStartFailures[worker.group] = 0
-        for _ in 0..<groups[worker.group].jobsPerWorker { freeSlots.append(workerID) }
+        for _ in 0..<groups[worker.group].slotsPerWorker { freeSlots.append(workerID) }
         slotFreedAfterStart(workerID, now: now, &actions)
     }
 

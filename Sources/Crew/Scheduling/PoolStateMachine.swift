@@ -16,9 +16,14 @@ struct PoolStateMachine<Waiter, Payload> {
         var maximum: Int
         var tags: Set<String> = []
         var jobsPerWorker: Int = 1
+        /// Jobs a worker may hold beyond those it runs (process workers).
+        var prefetch: Int = 0
         var idleTimeout: Duration? = nil
         var maxJobsPerWorker: Int? = nil
         var maxAge: Duration? = nil
+
+        /// How many jobs one worker may hold: those it runs and those it keeps ready.
+        var slotsPerWorker: Int { jobsPerWorker + prefetch }
     }
 
     /// Which workers may take a job.
@@ -49,8 +54,11 @@ struct PoolStateMachine<Waiter, Payload> {
 
     /// Something the pool must do after the state changed.
     enum Action {
-        /// Hand the job to the worker; arm a timeout timer if `timeout` is set.
+        /// Hand the job to the worker; arm a timeout timer if `timeout` is set (it is nil for a job
+        /// the worker holds before running it: see ``armTimeout(jobID:timeout:)``).
         case dispatch(workerID: Int, jobID: UInt64, name: String, payload: Payload, timeout: Duration?)
+        /// A held job started: arm its timeout timer now.
+        case armTimeout(jobID: UInt64, timeout: Duration)
         /// Resume a caller.
         case resume(Waiter, Result<JobOutput, CrewError>)
         /// Ask the worker to cancel the job; if it still runs after the grace period, report
@@ -126,6 +134,8 @@ struct PoolStateMachine<Waiter, Payload> {
         /// Nil for init jobs, and once the caller was resumed early (timeout, cancellation).
         var waiter: Waiter?
         var isInit = false
+        /// The job's timeout, while the worker holds the job without running it yet.
+        var pendingTimeout: Duration? = nil
     }
 
     enum Lifecycle: Equatable {

@@ -111,6 +111,10 @@ struct FrameReader {
             case .result:
                 let jobID: UInt64 = try body.integer()
                 return .result(jobID: jobID, output: body.rest())
+            case .started:
+                let jobID: UInt64 = try body.integer()
+                try body.expectEnd()
+                return .started(jobID: jobID)
             case .failure:
                 let jobID: UInt64 = try body.integer()
                 let rawKind: UInt8 = try body.integer()

@@ -77,6 +77,10 @@ struct FrameWriter {
             append(jobID)
             bytes.append(contentsOf: output)
             finishFrame(at: start)
+        case .started(let jobID):
+            let start = beginFrame(.started)
+            append(jobID)
+            finishFrame(at: start)
         case .failure(let jobID, let kind, let errorType, let message):
             let start = beginFrame(.failure)
             append(jobID)

@@ -20,7 +20,8 @@
 /// | 3 result | worker → pool | job id u64, encoded output (rest) |
 /// | 4 failure | worker → pool | job id u64, kind u8, error type str16, message str32 |
 /// | 5 cancel | pool → worker | job id u64 |
-/// | 6 stream element, 7 stream end, 8 credit, 9 log record, 10 heartbeat, 12 started | | reserved for streaming jobs, log forwarding and liveness |
+/// | 12 started | worker → pool | job id u64: a job the worker held (prefetched) has started |
+/// | 6 stream element, 7 stream end, 8 credit, 9 log record, 10 heartbeat | | reserved for streaming jobs, log forwarding and liveness |
 /// | 11 shutdown | pool → worker | empty: finish what runs, then exit |
 ///
 /// The first frame on a new connection is the worker's hello; the pool checks the version and
@@ -83,6 +84,7 @@ enum WorkerMessage: Sendable {
     case hello(Hello)
     case result(jobID: UInt64, output: [UInt8])
     case failure(jobID: UInt64, kind: FailureKind, errorType: String, message: String)
+    case started(jobID: UInt64)
 }
 
 /// What a pool sends.

@@ -28,6 +28,8 @@ final class ProcessWorker: Sendable {
         var environment: [String: String]
         var maxFrameSize: Int
         var forwardStderr: Bool
+        /// How many jobs the worker runs at once.
+        var concurrency: Int = 1
     }
 
     let id: Int
@@ -81,6 +83,7 @@ final class ProcessWorker: Sendable {
         environment[Crew.Environment.workerID] = "\(id)"
         environment[Crew.Environment.parentPID] = "\(getpid())"
         environment[Crew.Environment.maxFrameSize] = "\(spec.maxFrameSize)"
+        environment[Crew.Environment.concurrency] = "\(spec.concurrency)"
         let argv = ["crew-worker \(id)"] + spec.arguments
         let envp = environment.map { "\($0.key)=\($0.value)" }
 
