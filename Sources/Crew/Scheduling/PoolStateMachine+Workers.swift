@@ -255,15 +255,24 @@ extension PoolStateMachine {
             failQueued(where: { _ in true }, &actions) { request in
                 CrewError(.poolShutDown, "the pool shut down before the job started", jobName: request.name)
             }
-            for (jobID, job) in running.sorted(by: { $0.key < $1.key }) where job.waiter != nil {
-                actions.append(.resume(job.waiter!, .failure(CrewError(
-                    .poolShutDown, "the pool shut down while the job ran", jobName: job.name, workerID: job.workerID))))
-                running[jobID]!.waiter = nil
-                actions.append(.requestCancel(workerID: job.workerID, jobID: jobID))
+            for jobID in failRunningWaiters("the pool shut down while the job ran", &actions) {
+                actions.append(.requestCancel(workerID: running[jobID]!.workerID, jobID: jobID))
             }
         }
         checkDrained(&actions)
         return actions
+    }
+
+    /// Resumes every caller of a running job with `poolShutDown`; returns those jobs' ids.
+    private mutating func failRunningWaiters(_ message: String, _ actions: inout [Action]) -> [UInt64] {
+        var failed: [UInt64] = []
+        for (jobID, job) in running.sorted(by: { $0.key < $1.key }) {
+            guard let waiter = job.waiter else { continue }
+            actions.append(.resume(waiter, .failure(CrewError(.poolShutDown, message, jobName: job.name, workerID: job.workerID))))
+            running[jobID]!.waiter = nil
+            failed.append(jobID)
+        }
+        return failed
     }
 
     /// Releases every worker; jobs still queued or running fail with `poolShutDown`.
@@ -274,11 +283,7 @@ extension PoolStateMachine {
         failQueued(where: { _ in true }, &actions) { request in
             CrewError(.poolShutDown, "the pool shut down before the job started", jobName: request.name)
         }
-        for (jobID, job) in running.sorted(by: { $0.key < $1.key }) where job.waiter != nil {
-            actions.append(.resume(job.waiter!, .failure(CrewError(
-                .poolShutDown, "the pool shut down before the job finished", jobName: job.name, workerID: job.workerID))))
-            running[jobID]!.waiter = nil
-        }
+        _ = failRunningWaiters("the pool shut down before the job finished", &actions)
         freeSlots.removeAll()
         for id in workers.keys.sorted() {
             if case .stopping = workers[id]!.phase { continue }  // already on its way out

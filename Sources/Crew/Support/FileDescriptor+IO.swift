@@ -32,25 +32,18 @@ enum SystemIO {
 
     /// Writes all of `bytes` to a socket; returns false if the peer is gone.
     static func sendAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
-        var offset = 0
-        while offset < bytes.count {
-            let n = send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
-            if n > 0 {
-                offset += n
-            } else if n < 0 && errno == EINTR {
-                continue
-            } else {
-                return false
-            }
-        }
-        return true
+        writeFully(bytes) { send(fd, $0, $1, Int32(MSG_NOSIGNAL)) }
     }
 
     /// Writes all of `bytes` to any descriptor (pipes, terminals); returns false on error.
     static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        writeFully(bytes) { write(fd, $0, $1) }
+    }
+
+    private static func writeFully(_ bytes: UnsafeRawBufferPointer, _ call: (UnsafeRawPointer, Int) -> Int) -> Bool {
         var offset = 0
         while offset < bytes.count {
-            let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+            let n = call(bytes.baseAddress! + offset, bytes.count - offset)
             if n > 0 {
                 offset += n
             } else if n < 0 && errno == EINTR {
