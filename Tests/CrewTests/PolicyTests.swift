@@ -4,6 +4,7 @@ import Glibc
 import Synchronization
 import Testing
 
+@discardableResult
 func withPool<R: Sendable>(
     _ workers: Workers, setup: (any Job)? = nil, _ adjust: (inout WorkerPool.Configuration) -> Void = { _ in },
     _ body: (WorkerPool) async throws -> sending R

@@ -1,0 +1,84 @@
+import Crew
+
+/// The demo's workload as a speedup test: render `settings.mandelbrot` one row per job (the
+/// `MandelbrotRow` job, `MandelbrotGeometry.renderRow`) on 1 and 2 process workers, and in this
+/// process on a TaskGroup limited to 2 rows at a time. Seconds per render.
+///
+/// Unlike `MandelbrotCommand.render`, the pool is started (and every worker has answered) before
+/// the clock starts, and shut down after it stops: start-up is ``PoolBenchmarks/spawnToFirstResult(_:)``'s
+/// figure, and including it here would blur the scaling comparison.
+enum MandelbrotBenchmarks {
+    static func speedup(_ settings: BenchSettings) async throws -> [String: [Double]] {
+        let geometry = settings.mandelbrot
+        let reference = checksum(await renderInProcess(geometry, concurrency: 2))  // also the warm-up
+        var times: [String: [Double]] = [:]
+        for (key, workers) in [("mandelbrot_1_worker_s", 1), ("mandelbrot_2_workers_s", 2)] {
+            times[key] = try await withProcessPool(workers) { pool in
+                _ = try await renderOnPool(pool, geometry, workers: workers)  // warm-up
+                var samples: [Double] = []
+                for _ in 0..<settings.repetitions {
+                    let start = monotonicNanoseconds()
+                    let rows = try await renderOnPool(pool, geometry, workers: workers)
+                    samples.append(seconds(since: start))
+                    guard checksum(rows) == reference else { throw BenchError("\(workers) worker(s) rendered a different image") }
+                }
+                return samples
+            }
+        }
+        var inProcess: [Double] = []
+        for _ in 0..<settings.repetitions {
+            let start = monotonicNanoseconds()
+            let rows = await renderInProcess(geometry, concurrency: 2)
+            inProcess.append(seconds(since: start))
+            guard checksum(rows) == reference else { throw BenchError("the TaskGroup rendered a different image") }
+        }
+        times["mandelbrot_taskgroup_2_s"] = inProcess
+        return times
+    }
+
+    /// Every row as a `MandelbrotRow` job, a few rows per worker in flight (as the demo does).
+    static func renderOnPool(_ pool: WorkerPool, _ geometry: MandelbrotGeometry, workers: Int) async throws -> [[UInt8]] {
+        try await slidingWindow(rows: geometry.height, window: workers * 4) { row in
+            try await pool.run(MandelbrotRow(geometry: geometry, row: row))
+        }
+    }
+
+    /// Every row rendered in this process, at most `concurrency` at a time.
+    static func renderInProcess(_ geometry: MandelbrotGeometry, concurrency: Int) async -> [[UInt8]] {
+        // The body never throws.
+        (try? await slidingWindow(rows: geometry.height, window: concurrency) { row in geometry.renderRow(row) }) ?? []
+    }
+
+    /// Runs `render(row)` for every row with at most `window` child tasks at once; rows in order.
+    private static func slidingWindow(
+        rows: Int, window: Int, _ render: @escaping @Sendable (Int) async throws -> [UInt8]
+    ) async throws -> [[UInt8]] {
+        try await withThrowingTaskGroup(of: (Int, [UInt8]).self) { group in
+            var result = [[UInt8]](repeating: [], count: rows)
+            var next = 0
+            while next < min(window, rows) {
+                let row = next
+                group.addTask { (row, try await render(row)) }
+                next += 1
+            }
+            while let (row, pixels) = try await group.next() {
+                result[row] = pixels
+                if next < rows {
+                    let row = next
+                    group.addTask { (row, try await render(row)) }
+                    next += 1
+                }
+            }
+            return result
+        }
+    }
+
+    /// FNV-1a over every byte: proof that each variant rendered the same image.
+    private static func checksum(_ rows: [[UInt8]]) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for row in rows {
+            for byte in row { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        }
+        return hash
+    }
+}
