@@ -39,19 +39,19 @@ enum BenchSuite {
         ], measure: PoolBenchmarks.roundTrip),
         Benchmark(title: "thread round trips", figures: [
             FigureSpec(key: "thread_rtt_us_p50", unit: "µs", explanation: "Noop on 1 thread worker, sequential pool.run"),
-        ], measure: nil),
+        ], measure: InProcessBenchmarks.threadRoundTrip),
         Benchmark(title: "inline round trips", figures: [
             FigureSpec(key: "inline_rtt_us_p50", unit: "µs", explanation: "Noop on 1 inline worker, sequential pool.run"),
-        ], measure: nil),
+        ], measure: InProcessBenchmarks.inlineRoundTrip),
         Benchmark(title: "process throughput", figures: [
-            FigureSpec(key: "process_jobs_per_s", unit: "jobs/s", explanation: "Noops on 2 process workers, one pool.run per job, many in flight"),
+            FigureSpec(key: "process_jobs_per_s", unit: "jobs/s", explanation: "Noops on 2 process workers (prefetch 32), one pool.run per job, many in flight"),
         ], measure: PoolBenchmarks.throughput),
         Benchmark(title: "thread throughput", figures: [
             FigureSpec(key: "thread_jobs_per_s", unit: "jobs/s", explanation: "Noops on 2 thread workers, one pool.run per job"),
-        ], measure: nil),
+        ], measure: InProcessBenchmarks.threadThroughput),
         Benchmark(title: "chunked map throughput", figures: [
-            FigureSpec(key: "process_map_chunked_jobs_per_s", unit: "jobs/s", explanation: "Noops through pool.map with chunking, 2 process workers"),
-        ], measure: nil),
+            FigureSpec(key: "process_map_chunked_jobs_per_s", unit: "jobs/s", explanation: "Noops through pool.map, 4096 per chunk, 2 process workers"),
+        ], measure: InProcessBenchmarks.chunkedMap),
         Benchmark(title: "one process per job", figures: [
             FigureSpec(key: "spawn_per_job_jobs_per_s", unit: "jobs/s", explanation: "baseline: posix_spawn + wait per job, one spawner per core"),
         ], measure: SpawnBaseline.jobsPerSecond),

@@ -20,7 +20,7 @@ enum PoolBenchmarks {
         return ["process_rtt_us_p50": p50, "process_rtt_us_p99": p99]
     }
 
-    private static func timeNoops(_ pool: WorkerPool, _ count: Int) async throws -> [Double] {
+    static func timeNoops(_ pool: WorkerPool, _ count: Int) async throws -> [Double] {
         var samples = [Double]()
         samples.reserveCapacity(count)
         for i in 0..<count {
@@ -35,7 +35,8 @@ enum PoolBenchmarks {
     /// Tiny jobs through a pool with two process workers, each `pool.run` its own child task
     /// with `settings.inFlight` outstanding: jobs per second, per repetition.
     static func throughput(_ settings: BenchSettings) async throws -> [String: [Double]] {
-        try await withProcessPool(2) { pool in
+        // Each worker holds the next jobs while it runs one (prefetch), so frames batch.
+        try await withBenchPool(Workers.processes(2).prefetch(32)) { pool in
             _ = try await runConcurrently(pool, jobs: settings.throughputJobs / 10, inFlight: settings.inFlight)
             var rates: [Double] = []
             for _ in 0..<settings.repetitions {
@@ -48,7 +49,7 @@ enum PoolBenchmarks {
     }
 
     /// Runs `jobs` Noops with at most `inFlight` outstanding; returns how many completed.
-    private static func runConcurrently(_ pool: WorkerPool, jobs: Int, inFlight: Int) async throws -> Int {
+    static func runConcurrently(_ pool: WorkerPool, jobs: Int, inFlight: Int) async throws -> Int {
         try await withThrowingTaskGroup(of: Int.self) { group in
             var submitted = 0
             var completed = 0
@@ -177,23 +178,18 @@ enum PoolBenchmarks {
 /// Runs `body` on a new pool of `count` process workers of this binary, once every worker has
 /// answered a job (so no figure includes worker start-up), and shuts the pool down afterwards.
 func withProcessPool<R: Sendable>(_ count: Int, _ body: (WorkerPool) async throws -> R) async throws -> R {
-    try await WorkerPool.withPool(.processes(count), jobs: CrewJobs.catalog) { pool in
-        try await waitUntilAllWorkersServe(pool, count)
-        return try await body(pool)
-    }
+    try await withBenchPool(.processes(count), body)
 }
 
-/// Runs rounds of `count` concurrent short `Pause` jobs until they ran on `count` different
-/// worker processes: then every worker has started and completed its handshake.
-private func waitUntilAllWorkersServe(_ pool: WorkerPool, _ count: Int) async throws {
-    for _ in 0..<50 {
-        let pids = try await withThrowingTaskGroup(of: Int32.self) { group in
-            for _ in 0..<count { group.addTask { try await pool.run(Pause(milliseconds: 20)) } }
-            var pids = Set<Int32>()
-            for try await pid in group { pids.insert(pid) }
-            return pids
+/// Runs `body` with a pool of this binary's jobs once every worker is ready (has finished its
+/// handshake), so start-up never counts in a measurement.
+func withBenchPool<R: Sendable>(_ workers: Workers, _ body: (WorkerPool) async throws -> R) async throws -> R {
+    try await WorkerPool.withPool(workers, jobs: CrewJobs.catalog) { pool in
+        let expected = workers.groups.reduce(0) { $0 + $1.minimum }
+        for _ in 0..<500 {
+            if pool.snapshot().workers.filter({ $0.state == .ready }).count >= expected { return try await body(pool) }
+            try await Task.sleep(for: .milliseconds(10))
         }
-        if pids.count == count { return }
+        throw BenchError("\(expected) workers never all became ready")
     }
-    throw BenchError("\(count) workers never all served a job")
 }

@@ -1,0 +1,66 @@
+import Crew
+
+/// The figures of thread and inline workers, and of chunked `map`: the same `Noop` job as the
+/// process figures, so the rows compare.
+enum InProcessBenchmarks {
+    /// `Noop` round trips through one thread worker: per repetition, the p50 in µs.
+    static func threadRoundTrip(_ settings: BenchSettings) async throws -> [String: [Double]] {
+        ["thread_rtt_us_p50": try await roundTrips(.threads(1), settings)]
+    }
+
+    /// `Noop` round trips through one inline worker: per repetition, the p50 in µs.
+    static func inlineRoundTrip(_ settings: BenchSettings) async throws -> [String: [Double]] {
+        ["inline_rtt_us_p50": try await roundTrips(.inline(maxConcurrent: 1), settings)]
+    }
+
+    private static func roundTrips(_ workers: Workers, _ settings: BenchSettings) async throws -> [Double] {
+        var p50: [Double] = []
+        for _ in 0..<settings.repetitions {
+            let samples = try await withBenchPool(workers) { pool in
+                _ = try await PoolBenchmarks.timeNoops(pool, settings.warmUpRoundTrips)
+                return try await PoolBenchmarks.timeNoops(pool, settings.roundTrips)
+            }
+            p50.append(samples.percentile(0.50))
+        }
+        return p50
+    }
+
+    /// Tiny jobs on two thread workers, many in flight: jobs per second, per repetition.
+    static func threadThroughput(_ settings: BenchSettings) async throws -> [String: [Double]] {
+        try await withBenchPool(.threads(2)) { pool in
+            _ = try await PoolBenchmarks.runConcurrently(pool, jobs: settings.throughputJobs / 10, inFlight: settings.inFlight)
+            var rates: [Double] = []
+            for _ in 0..<settings.repetitions {
+                let start = monotonicNanoseconds()
+                let jobs = try await PoolBenchmarks.runConcurrently(pool, jobs: settings.throughputJobs, inFlight: settings.inFlight)
+                rates.append(Double(jobs) / seconds(since: start))
+            }
+            return ["thread_jobs_per_s": rates]
+        }
+    }
+
+    /// The same tiny jobs through `map` on two process workers, `chunkSize` jobs per message:
+    /// jobs per second, per repetition.
+    static func chunkedMap(_ settings: BenchSettings) async throws -> [String: [Double]] {
+        let chunkSize = 4096
+        return try await withProcessPool(2) { pool in
+            var rates: [Double] = []
+            for repetition in -1..<settings.repetitions {  // -1: the warm-up
+                let count = settings.throughputJobs * 10
+                let start = monotonicNanoseconds()
+                var done = 0
+                var checksum = 0
+                for try await output in pool.map((0..<count).lazy.map { Noop(value: $0) }, maxInFlight: 8, chunkSize: chunkSize) {
+                    checksum &+= output
+                    done += 1
+                }
+                let rate = Double(done) / seconds(since: start)
+                guard done == count, checksum == count * (count - 1) / 2 else {
+                    throw BenchError("map returned \(done) outputs with checksum \(checksum)")
+                }
+                if repetition >= 0 { rates.append(rate) }
+            }
+            return ["process_map_chunked_jobs_per_s": rates]
+        }
+    }
+}
