@@ -1,0 +1,227 @@
+@testable import Crew
+import Testing
+
+/// The pool's policies as pure decisions: groups, sizing with an injected clock, tags,
+/// targeting, backpressure, recycling and init jobs.
+@Suite struct PoolPolicyMachineTests {
+    typealias Machine = PoolStateMachine<Int, [UInt8]>
+    typealias Group = Machine.Group
+
+    func at(_ milliseconds: UInt64) -> MonotonicTime { MonotonicTime(nanoseconds: 1_000_000_000 + milliseconds * 1_000_000) }
+
+    func request(_ id: UInt64, _ requirement: Machine.Requirement = .any, priority: JobPriority = .normal, waits: Bool = true) -> Machine.Request {
+        Machine.Request(
+            id: id, name: "Job\(id)", payload: [], priority: priority, timeout: nil, requirement: requirement,
+            waiter: Int(id), waitsForRoom: waits)
+    }
+
+    func spawned(_ actions: [Machine.Action]) -> [(worker: Int, group: Int)] {
+        actions.compactMap { if case .spawn(let id, let group) = $0 { (id, group) } else { nil } }
+    }
+
+    func dispatched(_ actions: [Machine.Action]) -> [(job: UInt64, worker: Int)] {
+        actions.compactMap { if case .dispatch(let worker, let job, _, _, _) = $0 { (job, worker) } else { nil } }
+    }
+
+    func resumed(_ actions: [Machine.Action]) -> [Int: String] {
+        var result: [Int: String] = [:]
+        for case .resume(let waiter, let outcome) in actions {
+            result[waiter] = switch outcome {
+            case .success: "ok"
+            case .failure(let error): "\(error.code)"
+            }
+        }
+        return result
+    }
+
+    func released(_ actions: [Machine.Action]) -> [Int] {
+        actions.compactMap { if case .release(let id) = $0 { id } else { nil } }
+    }
+
+    let done: Result<JobOutput, CrewError> = .success(.encoded([]))
+
+    // MARK: Sizing
+
+    @Test func workersStartOnDemandUpToTheMaximumAndStopWhenIdleAboveTheMinimum() {
+        var machine = Machine(groups: [Group(kind: .process, minimum: 0, maximum: 2, idleTimeout: .seconds(10))])
+        #expect(spawned(machine.start(now: at(0))).isEmpty)
+        #expect(spawned(machine.submit(request(1), now: at(0))).map(\.worker) == [1])
+        #expect(spawned(machine.submit(request(2), now: at(0))).map(\.worker) == [2])
+        #expect(spawned(machine.submit(request(3), now: at(0))).isEmpty)  // at the maximum
+        #expect(dispatched(machine.workerReady(1, now: at(5))).map(\.job) == [1])
+        #expect(dispatched(machine.workerReady(2, now: at(5))).map(\.job) == [2])
+        #expect(dispatched(machine.jobEnded(1, on: 1, done, now: at(6))!).map(\.job) == [3])
+        let idle = machine.jobEnded(2, on: 2, done, now: at(7))!
+        #expect(idle.contains { if case .checkIdle(2, let when) = $0 { when == at(10_007) } else { false } })
+        #expect(machine.idleCheck(2, now: at(5_000)).isEmpty)  // not idle long enough
+        #expect(released(machine.idleCheck(2, now: at(10_007))) == [2])
+        // A worker that got work in the meantime is not stopped by an old check.
+        _ = machine.jobEnded(3, on: 1, done, now: at(8))
+        _ = machine.submit(request(4), now: at(9))
+        #expect(machine.idleCheck(1, now: at(10_008)).isEmpty)
+    }
+
+    @Test func theMinimumIsKeptWhenIdle() {
+        var machine = Machine(groups: [Group(kind: .process, minimum: 1, maximum: 3, idleTimeout: .seconds(1))])
+        _ = machine.start(now: at(0))
+        _ = machine.workerReady(1, now: at(1))
+        _ = machine.submit(request(1), now: at(1))
+        _ = machine.jobEnded(1, on: 1, done, now: at(2))
+        #expect(machine.idleCheck(1, now: at(60_000)).isEmpty)
+    }
+
+    @Test func limitsChangeAtRuntime() {
+        var machine = Machine(groups: [Group(kind: .process, minimum: 1, maximum: 1)])
+        _ = machine.start(now: at(0))
+        _ = machine.workerReady(1, now: at(0))
+        #expect(spawned(machine.setLimits(group: 0, minimum: 3, maximum: 4, now: at(1))).map(\.worker) == [2, 3])
+        _ = machine.workerReady(2, now: at(2))
+        _ = machine.workerReady(3, now: at(2))
+        _ = machine.submit(request(1), now: at(3))  // busy: worker 3 (last freed slot first)
+        let lowered = machine.setLimits(group: 0, minimum: 1, maximum: 1, now: at(4))
+        #expect(released(lowered).count == 2)
+        #expect(machine.activeCount(inGroup: 0) == 1)
+    }
+
+    // MARK: Groups and qualification
+
+    @Test func taggedJobsGoOnlyToWorkersWithTheTagAndImpossibleOnesFailAtOnce() {
+        var machine = Machine(groups: [
+            Group(kind: .thread, minimum: 1, maximum: 1, tags: ["io"]),
+            Group(kind: .process, minimum: 1, maximum: 1, tags: ["cpu"]),
+        ])
+        #expect(spawned(machine.start(now: at(0))).map(\.group) == [0, 1])
+        _ = machine.workerReady(1, now: at(0))
+        _ = machine.workerReady(2, now: at(0))
+        #expect(dispatched(machine.submit(request(1, .tag("cpu")), now: at(0))).map(\.worker) == [2])
+        // The only "cpu" worker is busy: the job waits, although the "io" worker is free.
+        #expect(dispatched(machine.submit(request(2, .tag("cpu")), now: at(0))).isEmpty)
+        #expect(dispatched(machine.submit(request(3), now: at(0))).map(\.worker) == [1])
+        #expect(resumed(machine.submit(request(4, .tag("gpu")), now: at(0))) == [4: "noEligibleWorker"])
+        #expect(dispatched(machine.jobEnded(1, on: 2, done, now: at(1))!).map(\.job) == [2])
+    }
+
+    @Test func aTargetedJobWaitsForItsWorkerAndFailsWhenItIsGone() {
+        var machine = Machine(groups: [Group(kind: .process, minimum: 2, maximum: 2)])
+        _ = machine.start(now: at(0))
+        _ = machine.workerReady(1, now: at(0))
+        _ = machine.workerReady(2, now: at(0))
+        let first = dispatched(machine.submit(request(1, .worker(1)), now: at(0)))
+        #expect(first.map(\.worker) == [1])
+        #expect(dispatched(machine.submit(request(2, .worker(1)), now: at(0))).isEmpty)  // worker 2 is free, but not its target
+        #expect(resumed(machine.submit(request(3, .worker(99)), now: at(0))) == [3: "noEligibleWorker"])
+        let exit = machine.workerExited(1, termination: .signaled(9), stderrTail: nil, now: at(1))
+        #expect(resumed(exit) == [1: "workerCrashed", 2: "noEligibleWorker"])
+    }
+
+    @Test func theBestQueuedJobWinsAcrossRequirements() {
+        var machine = Machine(groups: [Group(kind: .process, minimum: 1, maximum: 1, tags: ["a"])])
+        _ = machine.start(now: at(0))
+        _ = machine.submit(request(1, .any, priority: .low), now: at(0))
+        _ = machine.submit(request(2, .tag("a"), priority: .high), now: at(0))
+        _ = machine.submit(request(3, .worker(1)), now: at(0))
+        var order = dispatched(machine.workerReady(1, now: at(0))).map(\.job)
+        while let last = order.last, order.count < 3 {
+            order += dispatched(machine.jobEnded(last, on: 1, done, now: at(1))!).map(\.job)
+        }
+        #expect(order == [2, 3, 1])
+    }
+
+    // MARK: Backpressure
+
+    @Test func aFullQueueRefusesOrParksAndAdmitsInOrder() {
+        var machine = Machine(groups: [Group(kind: .process, minimum: 1, maximum: 1)], maxQueued: 2)
+        _ = machine.start(now: at(0))
+        _ = machine.workerReady(1, now: at(0))
+        _ = machine.submit(request(1), now: at(0))  // runs
+        _ = machine.submit(request(2), now: at(0))
+        _ = machine.submit(request(3), now: at(0))  // queue full now
+        #expect(resumed(machine.submit(request(4, waits: false), now: at(0))) == [4: "queueFull"])
+        #expect(machine.submit(request(5), now: at(0)).isEmpty)  // parked
+        #expect(machine.overflowCount == 1)
+        _ = machine.jobEnded(1, on: 1, done, now: at(1))  // 2 runs, 5 enters the queue
+        #expect(machine.overflowCount == 0)
+        #expect(machine.queuedCount == 2)
+        #expect(resumed(machine.cancel(5, now: at(2))) == [5: "cancelled"])
+    }
+
+    // MARK: Recycling
+
+    @Test func aWorkerRetiresAfterItsMaximumOfJobsAndItsReplacementStartsDuringItsLastJob() {
+        var machine = Machine(groups: [Group(kind: .process, minimum: 1, maximum: 1, maxJobsPerWorker: 2)])
+        _ = machine.start(now: at(0))
+        _ = machine.workerReady(1, now: at(0))
+        _ = machine.submit(request(1), now: at(0))
+        let last = machine.submit(request(2), now: at(0))
+        #expect(dispatched(last).isEmpty)
+        let second = machine.jobEnded(1, on: 1, done, now: at(1))!
+        #expect(dispatched(second).map(\.job) == [2])
+        #expect(spawned(second).map(\.worker) == [2])  // while job 2 runs
+        _ = machine.submit(request(3), now: at(1))
+        #expect(dispatched(machine.workerReady(2, now: at(2))).map { $0 } .map(\.worker) == [2])
+        #expect(released(machine.jobEnded(2, on: 1, done, now: at(3))!) == [1])
+    }
+
+    @Test func aWorkerRetiresAtItsMaximumAge() {
+        var machine = Machine(groups: [Group(kind: .process, minimum: 1, maximum: 1, maxAge: .seconds(60))])
+        _ = machine.start(now: at(0))
+        _ = machine.workerReady(1, now: at(0))
+        _ = machine.submit(request(1), now: at(0))
+        let actions = machine.jobEnded(1, on: 1, done, now: at(61_000))!
+        #expect(released(actions) == [1])
+        #expect(spawned(actions).map(\.worker) == [2])
+    }
+
+    @Test func aRetirementForMemoryWaitsForTheWorkersJobs() {
+        var machine = Machine(groups: [Group(kind: .process, minimum: 1, maximum: 1, jobsPerWorker: 2)])
+        _ = machine.start(now: at(0))
+        _ = machine.workerReady(1, now: at(0))
+        _ = machine.submit(request(1), now: at(0))
+        _ = machine.submit(request(2), now: at(0))
+        _ = machine.jobEnded(1, on: 1, done, now: at(1))
+        let retire = machine.retire(1, because: "memory", now: at(1))
+        #expect(spawned(retire).map(\.worker) == [2])
+        #expect(released(retire).isEmpty)  // job 2 still runs there
+        #expect(released(machine.jobEnded(2, on: 1, done, now: at(2))!) == [1])
+    }
+
+    // MARK: Init jobs
+
+    @Test func theSetupJobRunsBeforeWorkAndItsFailureCountsAsAFailedStart() {
+        var machine = Machine(
+            groups: [Group(kind: .process, minimum: 1, maximum: 1)], startFailureLimit: 2, setup: .init(name: "Setup", payload: [9]))
+        _ = machine.start(now: at(0))
+        _ = machine.submit(request(1), now: at(0))
+        let ready = machine.workerReady(1, now: at(0))
+        let setup = ready.compactMap { if case .dispatch(_, let job, let name, _, _) = $0 { (job, name) } else { nil } }
+        #expect(setup.map(\.1) == ["Setup"])  // not job 1 yet
+        #expect(dispatched(machine.jobEnded(setup[0].0, on: 1, done, now: at(1))!).map(\.job) == [1])
+
+        // Another worker whose setup job fails is stopped; twice in a row stops the respawning.
+        _ = machine.workerExited(1, termination: .signaled(9), stderrTail: nil, now: at(2))
+        _ = machine.submit(request(2), now: at(2))
+        for worker in [2, 3] {
+            let actions = machine.workerReady(worker, now: at(3))
+            guard let (jobID, _) = actions.compactMap({ if case .dispatch(_, let job, let name, _, _) = $0 { (job, name) } else { nil } }).first else {
+                Issue.record("no setup job for worker \(worker)")
+                return
+            }
+            _ = machine.jobEnded(jobID, on: worker, .failure(CrewError(.jobFailed, "no database", jobName: "Setup")), now: at(4))
+            let exit = machine.workerExited(worker, termination: .signaled(9), stderrTail: nil, now: at(5))
+            if worker == 3 {
+                #expect(resumed(exit) == [2: "workerStartFailed"])
+                #expect(spawned(exit).isEmpty)
+            }
+        }
+    }
+
+    @Test func aBroadcastReachesReadyWorkersAndIsReplayedOnNewOnes() {
+        var machine = Machine(groups: [Group(kind: .process, minimum: 2, maximum: 2)])
+        _ = machine.start(now: at(0))
+        _ = machine.workerReady(1, now: at(0))
+        machine.addInitJob(.init(name: "Update", payload: [1]))
+        #expect(machine.broadcastTargets == [1])  // worker 2 is still starting: it replays
+        let replay = machine.workerReady(2, now: at(1))
+        #expect(replay.contains { if case .dispatch(2, _, "Update", _, _) = $0 { true } else { false } })
+    }
+}
