@@ -141,8 +141,8 @@ final class PoolCore: Sendable {
         let (actions, handles) = work
         for action in actions {
             switch action {
-            case .dispatch(let workerID, let jobID, let name, let payload, let timeout):
-                handles[workerID]?.dispatch(jobID: jobID, name: name, payload: payload)
+            case .dispatch(let workerID, let jobID, let name, let payload, let timeout, let announceStart):
+                handles[workerID]?.dispatch(jobID: jobID, name: name, payload: payload, announceStart: announceStart)
                 if let timeout { armTimeout(jobID, timeout) }
             case .armTimeout(let jobID, let timeout):
                 armTimeout(jobID, timeout)

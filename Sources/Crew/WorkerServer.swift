@@ -98,6 +98,8 @@ final class WorkerServer: Sendable {
         var name: String
         var arguments: [UInt8]
         var entry: JobEntry
+        /// The pool arms the job's timeout when it starts.
+        var announceStart: Bool
     }
 
     private struct Jobs: ~Copyable {
@@ -148,7 +150,7 @@ final class WorkerServer: Sendable {
 
     private func handle(_ message: PoolMessage) {
         switch message {
-        case .run(let jobID, let name, let arguments):
+        case .run(let jobID, let name, let arguments, let announceStart):
             guard let entry = catalog.entries[name] else {
                 send(.failure(
                     jobID: jobID, kind: .unknownJobType, errorType: "",
@@ -156,7 +158,7 @@ final class WorkerServer: Sendable {
                 ))
                 return
             }
-            let job = Pending(jobID: jobID, name: name, arguments: arguments, entry: entry)
+            let job = Pending(jobID: jobID, name: name, arguments: arguments, entry: entry, announceStart: announceStart)
             jobs.withLock { state in
                 if state.active < concurrency {
                     state.active += 1
@@ -206,7 +208,7 @@ final class WorkerServer: Sendable {
             send(Self.reply(jobID: job.jobID, name: job.name, result: result))
             if let held {
                 // Announce it before it can finish, so the pool arms its timeout first.
-                send(.started(jobID: held.jobID))
+                if held.announceStart { send(.started(jobID: held.jobID)) }
                 jobs.withLock { start(held, &$0) }
             }
             let exit = jobs.withLock { $0.draining && $0.isIdle }

@@ -20,7 +20,7 @@ import Testing
     }
 
     func dispatched(_ actions: [Machine.Action]) -> [(job: UInt64, worker: Int)] {
-        actions.compactMap { if case .dispatch(let worker, let job, _, _, _) = $0 { (job, worker) } else { nil } }
+        actions.compactMap { if case .dispatch(let worker, let job, _, _, _, _) = $0 { (job, worker) } else { nil } }
     }
 
     func resumed(_ actions: [Machine.Action]) -> [Int: String] {
@@ -193,7 +193,7 @@ import Testing
         _ = machine.start(now: at(0))
         _ = machine.submit(request(1), now: at(0))
         let ready = machine.workerReady(1, now: at(0))
-        let setup = ready.compactMap { if case .dispatch(_, let job, let name, _, _) = $0 { (job, name) } else { nil } }
+        let setup = ready.compactMap { if case .dispatch(_, let job, let name, _, _, _) = $0 { (job, name) } else { nil } }
         #expect(setup.map(\.1) == ["Setup"])  // not job 1 yet
         #expect(dispatched(machine.jobEnded(setup[0].0, on: 1, done, now: at(1))!).map(\.job) == [1])
 
@@ -202,7 +202,7 @@ import Testing
         _ = machine.submit(request(2), now: at(2))
         for worker in [2, 3] {
             let actions = machine.workerReady(worker, now: at(3))
-            guard let (jobID, _) = actions.compactMap({ if case .dispatch(_, let job, let name, _, _) = $0 { (job, name) } else { nil } }).first else {
+            guard let (jobID, _) = actions.compactMap({ if case .dispatch(_, let job, let name, _, _, _) = $0 { (job, name) } else { nil } }).first else {
                 Issue.record("no setup job for worker \(worker)")
                 return
             }
@@ -222,6 +222,6 @@ import Testing
         machine.addInitJob(.init(name: "Update", payload: [1]))
         #expect(machine.broadcastTargets == [1])  // worker 2 is still starting: it replays
         let replay = machine.workerReady(2, now: at(1))
-        #expect(replay.contains { if case .dispatch(2, _, "Update", _, _) = $0 { true } else { false } })
+        #expect(replay.contains { if case .dispatch(2, _, "Update", _, _, _) = $0 { true } else { false } })
     }
 }

@@ -19,7 +19,7 @@ import Testing
 
     /// The jobs dispatched by `actions`, as (job, worker).
     func dispatched(_ actions: [Machine.Action]) -> [(UInt64, Int)] {
-        actions.compactMap { if case .dispatch(let worker, let job, _, _, _) = $0 { (job, worker) } else { nil } }
+        actions.compactMap { if case .dispatch(let worker, let job, _, _, _, _) = $0 { (job, worker) } else { nil } }
     }
 
     /// The waiters resumed by `actions`, with the error code or "ok".
@@ -227,7 +227,7 @@ extension PoolStateMachineTests {
         _ = machine.workerReady(1, now: t0)
         let first = machine.submit(request(1, timeout: .seconds(5)), now: t0)
         let second = machine.submit(request(2, timeout: .seconds(5)), now: t0)
-        let timeouts = (first + second).compactMap { if case .dispatch(_, let job, _, _, let timeout) = $0 { (job, timeout) } else { nil } }
+        let timeouts = (first + second).compactMap { if case .dispatch(_, let job, _, _, let timeout, _) = $0 { (job, timeout) } else { nil } }
         #expect(timeouts.map(\.0) == [1, 2])
         #expect(timeouts[0].1 == .seconds(5))
         #expect(timeouts[1].1 == nil)  // held: not started yet

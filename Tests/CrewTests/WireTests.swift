@@ -10,7 +10,7 @@ import Testing
             .run(jobID: 1, name: "A.Job", arguments: [1, 2, 3]),
             .cancel(jobID: 1),
             .run(jobID: UInt64.max, name: "", arguments: []),
-            .run(jobID: 7, name: "ünïcode", arguments: [UInt8](repeating: 9, count: 100_000)),
+            .run(jobID: 7, name: "ünïcode", arguments: [UInt8](repeating: 9, count: 100_000), announceStart: true),
             .shutdown,
         ]
         for message in messages { writer.write(message) }
@@ -115,10 +115,14 @@ extension ProcessTests {
             #expect(await eventually { probe.log.first?.hasPrefix("hello") == true })
             probe.worker.send(.run(jobID: 1, name: "No.Such.Job", arguments: []))
             probe.worker.send(.run(jobID: 2, name: Echo.jobName, arguments: [0xff, 0xfe, 0x00]))
-            probe.worker.send(.run(jobID: 3, name: Echo.jobName, arguments: try BinaryEncoder().encode(Echo(41))))
+            probe.worker.send(.run(jobID: 3, name: Echo.jobName, arguments: try BinaryEncoder().encode(Echo(41)), announceStart: true))
             #expect(await eventually { probe.log.count >= 4 })
-            // Job 3 arrives while job 2 runs (one at a time): it is held, then announced as started.
+            // Job 3 may arrive while job 2 runs (one at a time): then it is held, and announced as
+            // started because its frame asks for it.
             #expect(await eventually { probe.log.contains { $0.hasPrefix("result(jobID: 3") } })
+            let started = probe.log.firstIndex { $0 == "started(jobID: 3)" }
+            let answered = probe.log.firstIndex { $0.hasPrefix("result(jobID: 3") }
+            if let started, let answered { #expect(started < answered) }
             let log = probe.log.filter { !$0.hasPrefix("started") }
             #expect(log.count == 4, "\(log)")
             #expect(log.contains { $0.contains("jobID: 1, kind: Crew.FailureKind.unknownJobType") }, "\(log)")

@@ -92,7 +92,7 @@ extension PoolStateMachine {
             name: request.name, workerID: workerID, waiter: request.waiter, pendingTimeout: startsNow ? nil : request.timeout)
         actions.append(.dispatch(
             workerID: workerID, jobID: request.id, name: request.name, payload: request.payload,
-            timeout: startsNow ? request.timeout : nil))
+            timeout: startsNow ? request.timeout : nil, announceStart: !startsNow && request.timeout != nil))
         if let limit = groups[worker.group].maxJobsPerWorker, worker.jobsDispatched >= limit {
             // Its last job: start the replacement now, while that job runs.
             retire(workerID, because: "it ran its maximum of \(limit) jobs", now: now, &actions)

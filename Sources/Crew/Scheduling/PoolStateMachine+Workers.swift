@@ -43,7 +43,7 @@ extension PoolStateMachine {
             worker.inFlight.append(jobID)
             workers[workerID] = worker
             running[jobID] = RunningJob(name: job.name, workerID: workerID, waiter: nil, isInit: true)
-            actions.append(.dispatch(workerID: workerID, jobID: jobID, name: job.name, payload: job.payload, timeout: nil))
+            actions.append(.dispatch(workerID: workerID, jobID: jobID, name: job.name, payload: job.payload, timeout: nil, announceStart: false))
             return
         }
         worker.phase = .ready

@@ -54,9 +54,10 @@ struct PoolStateMachine<Waiter, Payload> {
 
     /// Something the pool must do after the state changed.
     enum Action {
-        /// Hand the job to the worker; arm a timeout timer if `timeout` is set (it is nil for a job
-        /// the worker holds before running it: see ``armTimeout(jobID:timeout:)``).
-        case dispatch(workerID: Int, jobID: UInt64, name: String, payload: Payload, timeout: Duration?)
+        /// Hand the job to the worker; arm a timeout timer if `timeout` is set. It is nil for a job
+        /// the worker holds before running it; with `announceStart` the worker reports when such a
+        /// job starts, and ``armTimeout(jobID:timeout:)`` follows.
+        case dispatch(workerID: Int, jobID: UInt64, name: String, payload: Payload, timeout: Duration?, announceStart: Bool)
         /// A held job started: arm its timeout timer now.
         case armTimeout(jobID: UInt64, timeout: Duration)
         /// Resume a caller.

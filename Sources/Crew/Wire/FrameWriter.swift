@@ -46,9 +46,10 @@ struct FrameWriter {
 
     mutating func write(_ message: PoolMessage) {
         switch message {
-        case .run(let jobID, let name, let arguments):
+        case .run(let jobID, let name, let arguments, let announceStart):
             let start = beginFrame(.run)
             append(jobID)
+            append(UInt8(announceStart ? 1 : 0))
             appendString16(name)
             bytes.append(contentsOf: arguments)
             finishFrame(at: start)

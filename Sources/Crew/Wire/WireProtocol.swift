@@ -16,11 +16,11 @@
 /// | type | direction | body |
 /// |---|---|---|
 /// | 1 hello | worker → pool | "CREW", version u16, pid i32, worker id u32, count u32, count × str16 job names |
-/// | 2 run | pool → worker | job id u64, job name str16, encoded arguments (rest) |
+/// | 2 run | pool → worker | job id u64, flags u8 (bit 0: announce the start), job name str16, encoded arguments (rest) |
 /// | 3 result | worker → pool | job id u64, encoded output (rest) |
 /// | 4 failure | worker → pool | job id u64, kind u8, error type str16, message str32 |
 /// | 5 cancel | pool → worker | job id u64 |
-/// | 12 started | worker → pool | job id u64: a job the worker held (prefetched) has started |
+/// | 12 started | worker → pool | job id u64: a held job whose run frame asked for it has started |
 /// | 6 stream element, 7 stream end, 8 credit, 9 log record, 10 heartbeat | | reserved for streaming jobs, log forwarding and liveness |
 /// | 11 shutdown | pool → worker | empty: finish what runs, then exit |
 ///
@@ -89,7 +89,7 @@ enum WorkerMessage: Sendable {
 
 /// What a pool sends.
 enum PoolMessage: Sendable {
-    case run(jobID: UInt64, name: String, arguments: [UInt8])
+    case run(jobID: UInt64, name: String, arguments: [UInt8], announceStart: Bool = false)
     case cancel(jobID: UInt64)
     case shutdown
 }

@@ -30,7 +30,7 @@ final class LocalWorker: WorkerHandle {
         executor = kind == .thread ? ThreadExecutor(name: "crew-thread-\(id)") : nil
     }
 
-    func dispatch(jobID: UInt64, name: String, payload: JobPayload) {
+    func dispatch(jobID: UInt64, name: String, payload: JobPayload, announceStart: Bool) {
         guard let run = payload.local else {
             finish(jobID, .failure(CrewError(.unknownJobType, "the job has no in-process form", jobName: name, workerID: id)))
             return

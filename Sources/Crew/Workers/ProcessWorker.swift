@@ -257,8 +257,8 @@ private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeM
 extension ProcessWorker: WorkerHandle {
     var processID: Int32? { pid }
 
-    func dispatch(jobID: UInt64, name: String, payload: JobPayload) {
-        send(.run(jobID: jobID, name: name, arguments: payload.encoded ?? []))
+    func dispatch(jobID: UInt64, name: String, payload: JobPayload, announceStart: Bool) {
+        send(.run(jobID: jobID, name: name, arguments: payload.encoded ?? [], announceStart: announceStart))
     }
 
     func cancel(jobID: UInt64) {

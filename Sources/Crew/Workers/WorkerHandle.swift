@@ -4,8 +4,9 @@ protocol WorkerHandle: AnyObject, Sendable {
     var id: Int { get }
     /// The worker's process, for process workers.
     var processID: Int32? { get }
-    /// Hands a job to the worker.
-    func dispatch(jobID: UInt64, name: String, payload: JobPayload)
+    /// Hands a job to the worker; with `announceStart`, the worker reports when it starts it (it
+    /// may hold the job first).
+    func dispatch(jobID: UInt64, name: String, payload: JobPayload, announceStart: Bool)
     /// Asks the worker to cancel a job (cooperatively).
     func cancel(jobID: UInt64)
     /// Ends the worker now: SIGKILL for a process; an in-process worker cancels its jobs and
