@@ -6,23 +6,51 @@ struct JobBatch<Element: Job>: Job {
 
     var jobs: [Element]
 
-    func run(in context: JobContext) async throws -> [BatchOutcome<Element.Output>] {
-        var outcomes: [BatchOutcome<Element.Output>] = []
-        outcomes.reserveCapacity(jobs.count)
-        for job in jobs {
+    func run(in context: JobContext) async throws -> BatchResult<Element.Output> {
+        var result = BatchResult<Element.Output>()
+        result.outputs.reserveCapacity(jobs.count)
+        for (index, job) in jobs.enumerated() {
             try context.checkCancellation()
             do {
-                outcomes.append(.success(try await job.run(in: context)))
+                result.outputs.append(try await job.run(in: context))
             } catch {
-                outcomes.append(.failure(type: String(reflecting: Swift.type(of: error)), message: String(describing: error)))
+                result.failures.append(.init(index: index, type: String(reflecting: Swift.type(of: error)), message: String(describing: error)))
             }
         }
-        return outcomes
+        return result
     }
 }
 
-/// One job's outcome inside a batch: a job that throws fails alone, not its whole chunk.
-enum BatchOutcome<Output: Codable & Sendable>: Codable, Sendable {
-    case success(Output)
-    case failure(type: String, message: String)
+/// A batch's outcome: the outputs of the jobs that succeeded, in order, and the failures with
+/// their positions. (Outputs travel as one array, so arrays of numbers go out as one block.)
+struct BatchResult<Output: Codable & Sendable>: Codable, Sendable {
+    struct Failure: Codable, Sendable {
+        var index: Int
+        var type: String
+        var message: String
+    }
+    var outputs: [Output] = []
+    var failures: [Failure] = []
+
+    /// One outcome per job, in order; nil if the counts do not add up.
+    func outcomes(count: Int) -> [Result<Output, CrewError>]? {
+        guard outputs.count + failures.count == count else { return nil }
+        var results: [Result<Output, CrewError>] = []
+        results.reserveCapacity(count)
+        var nextOutput = 0
+        var nextFailure = 0
+        for index in 0..<count {
+            if nextFailure < failures.count && failures[nextFailure].index == index {
+                let failure = failures[nextFailure]
+                results.append(.failure(CrewError(.jobFailed, failure.message, remoteErrorType: failure.type)))
+                nextFailure += 1
+            } else if nextOutput < outputs.count {
+                results.append(.success(outputs[nextOutput]))
+                nextOutput += 1
+            } else {
+                return nil
+            }
+        }
+        return nextFailure == failures.count ? results : nil
+    }
 }

@@ -104,16 +104,18 @@ struct BulkRunner<Jobs: Sequence & Sendable>: Sendable where Jobs.Element: Job {
         if chunk.count == 1 {
             return [try await pool.run(chunk[0], priority: priority, timeout: timeout)]
         }
-        let outcomes = try await pool.run(JobBatch(jobs: chunk), priority: priority, timeout: timeout)
-        guard outcomes.count == chunk.count else {
-            throw CrewError(.undecodableOutput, "a chunk of \(chunk.count) jobs returned \(outcomes.count) outputs",
+        let result = try await pool.run(JobBatch(jobs: chunk), priority: priority, timeout: timeout)
+        guard let outcomes = result.outcomes(count: chunk.count) else {
+            throw CrewError(.undecodableOutput, "a chunk of \(chunk.count) jobs returned \(result.outputs.count) outputs and \(result.failures.count) failures",
                             jobName: Jobs.Element.jobName)
         }
         return try outcomes.map { outcome in
             switch outcome {
-            case .success(let output): return output
-            case .failure(let type, let message):
-                throw CrewError(.jobFailed, message, jobName: Jobs.Element.jobName, remoteErrorType: type)
+            case .success(let output):
+                return output
+            case .failure(var error):
+                error.jobName = Jobs.Element.jobName
+                throw error
             }
         }
     }

@@ -1,0 +1,28 @@
+@testable import Crew
+import CrewTestJobs
+import Logging
+import Testing
+
+@Suite struct JobBatchTests {
+    let context = JobContext(workerID: 1, jobID: 1, processID: 1, logger: Logger(label: "test"))
+
+    @Test func failuresKeepTheirPlaceAmongTheOutputs() async throws {
+        let batch = JobBatch(jobs: [Picky(1), Picky(2), Picky(3)])
+        let result = try await batch.run(in: context)
+        #expect(result.outputs == [1, 2, 3])
+        let mixed = BatchResult<Int>(outputs: [10, 30], failures: [.init(index: 1, type: "E", message: "second")])
+        let outcomes = try #require(mixed.outcomes(count: 3))
+        #expect(try outcomes[0].get() == 10)
+        #expect(throws: CrewError.self) { try outcomes[1].get() }
+        #expect(try outcomes[2].get() == 30)
+        #expect(mixed.outcomes(count: 4) == nil)
+        #expect(BatchResult<Int>(outputs: [1], failures: [.init(index: 5, type: "", message: "")]).outcomes(count: 2) == nil)
+    }
+
+    @Test func aBatchRoundTripsThroughTheCodecWithItsOutputsAsOneBlock() throws {
+        let result = BatchResult<Int>(outputs: Array(0..<1000), failures: [])
+        let bytes = try BinaryEncoder().encode(result)
+        let decoded = try BinaryDecoder().decode(BatchResult<Int>.self, from: bytes)
+        #expect(decoded.outputs == result.outputs)
+    }
+}
