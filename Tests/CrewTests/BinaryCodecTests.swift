@@ -354,6 +354,28 @@ import Testing
         }
     }
 
+    /// A chain linked through `superEncoder()` / `superDecoder()`: recursion without nested values.
+    final class SuperChain: Codable {
+        var next: SuperChain?
+        enum Keys: CodingKey { case flag }
+        init(length: Int) { next = length > 1 ? SuperChain(length: length - 1) : nil }
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: Keys.self)
+            _ = try container.decode(Bool.self, forKey: .flag)
+            do {
+                next = try SuperChain(from: container.superDecoder())
+            } catch DecodingError.keyNotFound {
+                next = nil
+            }
+        }
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: Keys.self)
+            try container.encode(true, forKey: .flag)
+            if let next { try next.encode(to: container.superEncoder()) }
+        }
+        var length: Int { 1 + (next?.length ?? 0) }
+    }
+
     /// Keeps its containers past the call that made them (which Codable does not allow).
     struct Keeper: Codable, Equatable {
         nonisolated(unsafe) static var decoding: KeyedDecodingContainer<Keys>?
@@ -830,6 +852,30 @@ import Testing
             // Skipping over it is fine: a reader that ignores the key never descends.
             struct Ignores: Decodable { var other: Int? }
             #expect(try BinaryDecoder().decode(Ignores.self, from: deep).other == nil)
+        }
+
+        @Test func recursionThroughSuperCodersIsBounded() throws {
+            #expect(try roundTrip(SuperChain(length: 200)).length == 200)
+            #expect(throws: EncodingError.self) { try BinaryEncoder().encode(SuperChain(length: 3 * BinaryFormat.maxDepth)) }
+            // Hand-made input: { "flag": true, "super": { "flag": true, "super": ... } }, far deeper.
+            let levels = 100_000
+            let entry: [UInt8] = [4] + Array("flag".utf8) + [BinaryFormat.tagTrue] + [5] + Array("super".utf8)
+            var lengths: [Int] = [entry.count - 6]  // the innermost has only its flag
+            for _ in 0..<levels {
+                let inner = lengths[lengths.count - 1]
+                lengths.append(entry.count + 1 + BinaryFormat.varintSize(UInt64(inner)) + inner)
+            }
+            var deep: [UInt8] = []
+            for level in stride(from: levels, through: 1, by: -1) {
+                deep.append(BinaryFormat.tagKeyed)
+                deep.binaryAppendVarint(UInt64(lengths[level]))
+                deep.append(contentsOf: entry)
+            }
+            deep.append(contentsOf: [BinaryFormat.tagKeyed, UInt8(lengths[0])] + entry.prefix(6))
+            #expect(throws: DecodingError.self) { try BinaryDecoder().decode(SuperChain.self, from: deep) }
+            // Many super decoders in one decode are fine.
+            let dogs = (0..<5_000).map { Dog(name: "dog \($0)", breed: "mixed") }
+            #expect(try roundTrip(dogs) == dogs)
         }
 
         @Test func misuseOfContainersIsAnEncodingError() throws {

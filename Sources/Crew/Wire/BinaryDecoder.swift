@@ -507,6 +507,8 @@ struct BinaryReader {
     /// (and for arrays not stored as a bulk block of their own element type).
     /// (Not returning `T?`: that would look up the metadata of `Optional<T>` at every call.)
     func decodeFast<T: Decodable>(_ type: T.Type, _ position: inout Int, _ limit: Int, _ kind: UInt8) throws(Failure) -> T {
+        // Every fast type is at most 16 bytes (a String); most structs are larger.
+        if MemoryLayout<T>.size > 16 { throw .notHandled }
         let id = ObjectIdentifier(T.self)
         let types = BinaryFastTypes.shared
         if id == types.string {
@@ -592,10 +594,11 @@ final class BinaryDecodingState: Decoder {
         var position: Int
     }
 
-    /// A path in the making: `parent`'s path followed by `key`.
+    /// A path in the making: `parent`'s path followed by `key`; `length` keys in all.
     struct PathNode {
         var parent: BinaryPathRef
         var key: any CodingKey
+        var length: Int
     }
 
     @exclusivity(unchecked) var reader = BinaryReader(base: BinaryReader.empty, count: 0)
@@ -610,8 +613,6 @@ final class BinaryDecodingState: Decoder {
     /// Paths of nested containers: the first `pathNodeCount` entries.
     @exclusivity(unchecked) var pathNodes: [PathNode] = []
     @exclusivity(unchecked) var pathNodeCount = 0
-    /// The decoders `superDecoder()` made, returned to the pool with this one.
-    @exclusivity(unchecked) var superDecoders: [BinaryDecodingState] = []
 
     private init() {}
 
@@ -626,8 +627,8 @@ final class BinaryDecodingState: Decoder {
         return state
     }
 
-    /// Puts `state` (and the decoders it made) back in this thread's pool. Its input is
-    /// forgotten, so a container kept past the decode reads nothing.
+    /// Puts `state` back in this thread's pool. Its input is forgotten, so a container kept past
+    /// the decode reads nothing.
     static func release(_ state: BinaryDecodingState) {
         state.reader = BinaryReader(base: BinaryReader.empty, count: 0)
         if !state.path.isEmpty { state.path = [] }
@@ -638,11 +639,6 @@ final class BinaryDecodingState: Decoder {
         state.current = 0
         state.currentKind = 0
         state.depth = 1
-        if !state.superDecoders.isEmpty {
-            var superDecoders: [BinaryDecodingState] = []
-            swap(&superDecoders, &state.superDecoders)
-            for decoder in superDecoders { release(decoder) }
-        }
         pool.get(orMake: BinaryStatePool.init)._withUnsafeGuaranteedRef { $0.free.append(state) }
     }
 
@@ -664,8 +660,7 @@ final class BinaryDecodingState: Decoder {
     }
 
     func singleValueContainer() throws -> any SingleValueDecodingContainer {
-        BinarySingleValueDecodingContainer(
-            state: Unmanaged.passUnretained(self), position: current, kindAndDepth: path.count << 8 | Int(currentKind))
+        BinarySingleValueDecodingContainer(state: Unmanaged.passUnretained(self), position: current, kind: currentKind, path: .prefix(path.count))
     }
 
     // MARK: Support
@@ -681,9 +676,14 @@ final class BinaryDecodingState: Decoder {
         return keys.isEmpty ? base : base + keys.reversed()
     }
 
+    /// The number of keys in the path `ref` stands for.
+    func pathLength(_ ref: BinaryPathRef) -> Int {
+        ref.node >= 0 && ref.node < pathNodeCount ? pathNodes[ref.node].length : ref.depth
+    }
+
     /// A reference to the path of `ref` followed by `key`, for a nested container.
     func nestedPath(_ ref: BinaryPathRef, _ key: any CodingKey) -> BinaryPathRef {
-        let node = PathNode(parent: ref, key: key)
+        let node = PathNode(parent: ref, key: key, length: pathLength(ref) + 1)
         if pathNodeCount < pathNodes.count {
             pathNodes[pathNodeCount] = node
         } else {
@@ -768,12 +768,12 @@ final class BinaryDecodingState: Decoder {
 
     /// Decodes the value at `position` again as a `T` (a single value container's generic
     /// `decode`): same path, one level deeper.
-    func decodeInPlace<T: Decodable>(_ type: T.Type, at position: Int, kind: UInt8, pathDepth: Int) throws -> T {
-        let simplePath = pathDepth == path.count
+    func decodeInPlace<T: Decodable>(_ type: T.Type, at position: Int, kind: UInt8, path ref: BinaryPathRef) throws -> T {
+        let simplePath = ref.node < 0 && ref.depth == path.count
         var savedPath: [any CodingKey] = []
         if !simplePath {
             savedPath = path
-            path = Array(path.prefix(pathDepth))
+            path = codingPath(ref)
         }
         let savedCurrent = current
         let savedKind = currentKind
@@ -794,16 +794,12 @@ final class BinaryDecodingState: Decoder {
         return try T(from: self)
     }
 
-    /// A separate decoder for the value at `position`, for `superDecoder()`.
-    func superDecoder(at position: Int, kind: UInt8, path: [any CodingKey]) throws -> any Decoder {
-        guard depth < BinaryFormat.maxDepth else { throw tooDeep(path) }
-        let decoder = BinaryDecodingState.acquire(reader)
-        decoder.path = path
-        decoder.current = position
-        decoder.currentKind = kind
-        decoder.depth = depth + 1
-        superDecoders.append(decoder)
-        return decoder
+    /// A decoder for the value at `position`, under `key` in a container whose path is `ref`,
+    /// for `superDecoder()`.
+    func superDecoder(at position: Int, kind: UInt8, key: any CodingKey, path ref: BinaryPathRef) throws -> any Decoder {
+        // Decoding through super decoders recurses without `decodeNested`: bound it by the path.
+        guard pathLength(ref) < BinaryFormat.maxDepth else { throw tooDeep(codingPath(ref) + [key]) }
+        return BinarySuperDecoder(state: Unmanaged.passUnretained(self), position: position, kind: kind, path: nestedPath(ref, key))
     }
 }
 
@@ -1108,7 +1104,7 @@ struct BinaryKeyedDecodingContainer<Key: CodingKey>: KeyedDecodingContainerProto
         } catch {
             throw error.decodingError(s.codingPath(path) + [key])
         }
-        let decoder = try s.superDecoder(at: position, kind: 0, path: s.codingPath(path) + [key])
+        let decoder = try s.superDecoder(at: position, kind: 0, key: key, path: path)
         s.setCursor(slot, start, next)
         return decoder
     }
@@ -1289,7 +1285,7 @@ struct BinaryUnkeyedDecodingContainer: UnkeyedDecodingContainer {
         let s = state.takeUnretainedValue()
         guard currentIndex < elementCount else { throw atEnd((any Decoder).self, s) }
         let next = try next(s)
-        let decoder = try s.superDecoder(at: position, kind: kind, path: s.codingPath(path) + [BinaryIndexKey(currentIndex)])
+        let decoder = try s.superDecoder(at: position, kind: kind, key: BinaryIndexKey(currentIndex), path: path)
         position = next
         currentIndex += 1
         return decoder
@@ -1299,15 +1295,23 @@ struct BinaryUnkeyedDecodingContainer: UnkeyedDecodingContainer {
 struct BinarySingleValueDecodingContainer: SingleValueDecodingContainer {
     let state: Unmanaged<BinaryDecodingState>
     let position: Int
-    /// The path depth, shifted left 8 bits, and the kind of the value (kept in one word so the
-    /// container fits an existential's inline storage).
-    let kindAndDepth: Int
+    /// The kind of the value and its path, packed in one word so that the container fits an
+    /// existential's inline storage: the kind in the low 8 bits, then the path's node + 1
+    /// (0 for none) in 24 bits, then its depth.
+    let packed: Int
 
-    private var kind: UInt8 { UInt8(truncatingIfNeeded: kindAndDepth) }
-    private var pathDepth: Int { kindAndDepth >> 8 }
+    init(state: Unmanaged<BinaryDecodingState>, position: Int, kind: UInt8, path: BinaryPathRef) {
+        self.state = state
+        self.position = position
+        let node = path.node + 1 <= 0xFF_FFFF ? path.node + 1 : 0  // (past that, errors show a shorter path)
+        self.packed = Int(kind) | node << 8 | path.depth << 32
+    }
+
+    private var kind: UInt8 { UInt8(truncatingIfNeeded: packed) }
+    private var path: BinaryPathRef { BinaryPathRef(depth: packed >> 32, node: (packed >> 8 & 0xFF_FFFF) - 1) }
 
     var codingPath: [any CodingKey] {
-        Array(state.takeUnretainedValue().path.prefix(pathDepth))
+        state.takeUnretainedValue().codingPath(path)
     }
 
     @inline(__always)
@@ -1317,7 +1321,7 @@ struct BinarySingleValueDecodingContainer: SingleValueDecodingContainer {
         do throws(BinaryReadFailure) {
             return try body(s.reader, &p, s.reader.count, kind)
         } catch {
-            throw error.decodingError(Array(s.path.prefix(pathDepth)))
+            throw error.decodingError(s.codingPath(path))
         }
     }
 
@@ -1390,8 +1394,50 @@ struct BinarySingleValueDecodingContainer: SingleValueDecodingContainer {
         } catch .notHandled {
             // Decoded below.
         } catch {
-            throw error.decodingError(Array(s.path.prefix(pathDepth)))
+            throw error.decodingError(s.codingPath(path))
         }
-        return try s.decodeInPlace(T.self, at: position, kind: kind, pathDepth: pathDepth)
+        return try s.decodeInPlace(T.self, at: position, kind: kind, path: path)
+    }
+}
+
+/// The decoder `superDecoder()` returns: it decodes the value under "super" (or the given key)
+/// with the same state as the container it came from. Use it while that container's value is
+/// being decoded.
+final class BinarySuperDecoder: Decoder {
+    let state: Unmanaged<BinaryDecodingState>
+    let position: Int
+    let kind: UInt8
+    let path: BinaryPathRef
+
+    init(state: Unmanaged<BinaryDecodingState>, position: Int, kind: UInt8, path: BinaryPathRef) {
+        self.state = state
+        self.position = position
+        self.kind = kind
+        self.path = path
+    }
+
+    var codingPath: [any CodingKey] {
+        state.takeUnretainedValue().codingPath(path)
+    }
+
+    var userInfo: [CodingUserInfoKey: Any] { [:] }
+
+    func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
+        let s = state.takeUnretainedValue()
+        let bounds: (start: Int, end: Int)
+        do throws(BinaryReadFailure) {
+            bounds = try s.reader.openKeyed(position, kind)
+        } catch {
+            throw error.decodingError(s.codingPath(path))
+        }
+        return s.keyedContainer(bounds, path: path)
+    }
+
+    func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
+        try state.takeUnretainedValue().unkeyedContainer(at: position, kind: kind, path: path)
+    }
+
+    func singleValueContainer() throws -> any SingleValueDecodingContainer {
+        BinarySingleValueDecodingContainer(state: state, position: position, kind: kind, path: path)
     }
 }

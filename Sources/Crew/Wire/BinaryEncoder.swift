@@ -237,6 +237,12 @@ final class BinaryEncodingState: Encoder {
 
     /// Pushes a new frame nested in `parent` under `key`, writing its header.
     func pushFrame(_ kind: Kind, parent: Int, key: any CodingKey) -> (frame: Int, id: Int) {
+        // Nested containers and super encoders do not go through `encodeNested`; bound them too
+        // (encoding through super encoders recurses).
+        guard frames.count < 2 * BinaryFormat.maxDepth else {
+            fail("Containers nest more than \(2 * BinaryFormat.maxDepth) deep.")
+            return (Self.invalidFrame, -1)
+        }
         let start = bytes.count
         let id = frameID(start)
         frames.append(Frame(start: start, id: id, kind: kind, count: 0, pathDepth: 0, parent: parent, key: key))
@@ -430,6 +436,8 @@ final class BinaryEncodingState: Encoder {
 
     /// Writes `value` directly when it is a primitive or a bulk array; false for everything else.
     static func encodeFast<T: Encodable>(_ value: borrowing T, into bytes: inout [UInt8]) -> Bool {
+        // Every fast type is at most 16 bytes (a String); most structs are larger.
+        if MemoryLayout<T>.size > 16 { return false }
         let id = ObjectIdentifier(T.self)
         let types = BinaryFastTypes.shared
         if id == types.string {
