@@ -20,12 +20,15 @@ struct PosixThread: @unchecked Sendable {
     }
 
     /// Starts `body` on a new thread named `name` (at most 15 bytes are kept).
-    static func start(name: String, _ body: @escaping @Sendable () -> Void) -> PosixThread {
+    ///
+    /// - Parameter stackSize: 512 KiB suits our own threads, which only shuffle bytes; threads
+    ///   that run users' jobs get the 8 MiB a main thread has, since job code (and decoding a
+    ///   deeply nested value) may recurse deeply.
+    static func start(name: String, stackSize: Int = 512 * 1024, _ body: @escaping @Sendable () -> Void) -> PosixThread {
         let box = Unmanaged.passRetained(Box(name: name, body: body))
         var attr = pthread_attr_t()
         pthread_attr_init(&attr)
-        // Small stacks: these threads only shuffle bytes. 512 KiB leaves room for Swift frames.
-        pthread_attr_setstacksize(&attr, 512 * 1024)
+        pthread_attr_setstacksize(&attr, stackSize)
         defer { pthread_attr_destroy(&attr) }
         var handle = pthread_t()
         let rc = pthread_create(&handle, &attr, { raw in

@@ -113,7 +113,7 @@ final class ThreadExecutor: TaskExecutor, @unchecked Sendable {
     init(name: String) {
         pthread_mutex_init(&mutex, nil)
         pthread_cond_init(&condition, nil)
-        PosixThread.start(name: name) { [self] in loop() }.detach()
+        PosixThread.start(name: name, stackSize: 8 << 20) { [self] in loop() }.detach()
     }
 
     func enqueue(_ job: consuming ExecutorJob) {
