@@ -4,7 +4,7 @@ import Testing
 /// The pool's policies as pure decisions: groups, sizing with an injected clock, tags,
 /// targeting, backpressure, recycling and init jobs.
 @Suite struct PoolPolicyMachineTests {
-    typealias Machine = PoolStateMachine<Int, [UInt8]>
+    typealias Machine = TestMachine
     typealias Group = Machine.Group
 
     func at(_ milliseconds: UInt64) -> MonotonicTime { MonotonicTime(nanoseconds: 1_000_000_000 + milliseconds * 1_000_000) }
@@ -13,29 +13,6 @@ import Testing
         Machine.Request(
             id: id, name: "Job\(id)", payload: [], priority: priority, timeout: nil, requirement: requirement,
             waiter: Int(id), waitsForRoom: waits)
-    }
-
-    func spawned(_ actions: [Machine.Action]) -> [(worker: Int, group: Int)] {
-        actions.compactMap { if case .spawn(let id, let group) = $0 { (id, group) } else { nil } }
-    }
-
-    func dispatched(_ actions: [Machine.Action]) -> [(job: UInt64, worker: Int)] {
-        actions.compactMap { if case .dispatch(let worker, let job, _, _, _, _) = $0 { (job, worker) } else { nil } }
-    }
-
-    func resumed(_ actions: [Machine.Action]) -> [Int: String] {
-        var result: [Int: String] = [:]
-        for case .resume(let waiter, let outcome) in actions {
-            result[waiter] = switch outcome {
-            case .success: "ok"
-            case .failure(let error): "\(error.code)"
-            }
-        }
-        return result
-    }
-
-    func released(_ actions: [Machine.Action]) -> [Int] {
-        actions.compactMap { if case .release(let id) = $0 { id } else { nil } }
     }
 
     let done: Result<JobOutput, CrewError> = .success(.encoded([]))

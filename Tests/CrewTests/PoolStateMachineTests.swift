@@ -3,7 +3,7 @@ import Testing
 
 /// The pool's decisions without processes: the machine's waiters are plain numbers.
 @Suite struct PoolStateMachineTests {
-    typealias Machine = PoolStateMachine<Int, [UInt8]>
+    typealias Machine = TestMachine
     let t0 = MonotonicTime(nanoseconds: 1_000_000_000)
 
     /// A machine with one group of `count` process workers.
@@ -17,30 +17,9 @@ import Testing
         Machine.Request(id: id, name: "Job\(id)", payload: [UInt8(id % 256)], priority: priority, timeout: timeout, waiter: Int(id))
     }
 
-    /// The jobs dispatched by `actions`, as (job, worker).
-    func dispatched(_ actions: [Machine.Action]) -> [(UInt64, Int)] {
-        actions.compactMap { if case .dispatch(let worker, let job, _, _, _, _) = $0 { (job, worker) } else { nil } }
-    }
-
-    /// The waiters resumed by `actions`, with the error code or "ok".
-    func resumed(_ actions: [Machine.Action]) -> [Int: String] {
-        var result: [Int: String] = [:]
-        for case .resume(let waiter, let outcome) in actions {
-            result[waiter] = switch outcome {
-            case .success: "ok"
-            case .failure(let error): "\(error.code)"
-            }
-        }
-        return result
-    }
-
-    func spawned(_ actions: [Machine.Action]) -> [Int] {
-        actions.compactMap { if case .spawn(let id, _) = $0 { id } else { nil } }
-    }
-
     @Test func startsItsWorkersAndDispatchesOnlyToReadyOnes() {
         var machine = makeMachine(2)
-        #expect(spawned(machine.start(now: t0)) == [1, 2])
+        #expect(spawnedWorkers(machine.start(now: t0)) == [1, 2])
         #expect(dispatched(machine.submit(request(1), now: t0)).isEmpty)
         #expect(dispatched(machine.workerReady(2, now: t0)).map(\.0) == [1])
         #expect(dispatched(machine.submit(request(2), now: t0)).isEmpty)
@@ -97,7 +76,7 @@ import Testing
         _ = machine.cancel(2, now: t0)
         let grace = machine.cancelGraceExpired(jobID: 2, now: t0)
         #expect(grace.contains { if case .kill(1) = $0 { true } else { false } })
-        #expect(spawned(grace) == [2])
+        #expect(spawnedWorkers(grace) == [2])
     }
 
     @Test func aTimeoutResumesTheCallerKillsAndReplacesTheWorker() {
@@ -109,7 +88,7 @@ import Testing
         let actions = machine.timeoutExpired(jobID: 1, after: .seconds(1), now: t0)
         #expect(resumed(actions) == [1: "timedOut"])
         #expect(actions.contains { if case .kill(1) = $0 { true } else { false } })
-        #expect(spawned(actions) == [2])
+        #expect(spawnedWorkers(actions) == [2])
         // Job 2 waits for the replacement, and the dead worker's exit resumes nobody again.
         #expect(resumed(machine.workerExited(1, termination: .signaled(9), stderrTail: nil, now: t0)).isEmpty)
         #expect(dispatched(machine.workerReady(2, now: t0)).map { $0.0 } == [2])
@@ -128,7 +107,7 @@ import Testing
         #expect(first.1 != second.1)
         let actions = machine.workerExited(first.1, termination: .signaled(4), stderrTail: "Fatal error: boom", now: t0)
         #expect(resumed(actions) == [1: "workerCrashed"])
-        #expect(spawned(actions) == [3])
+        #expect(spawnedWorkers(actions) == [3])
         let error = actions.compactMap { if case .resume(_, .failure(let e)) = $0 { e } else { nil } }.first
         #expect(error?.termination == .signaled(4))
         #expect(error?.stderrTail == "Fatal error: boom")
@@ -153,11 +132,11 @@ import Testing
         _ = machine.start(now: t0)
         _ = machine.submit(request(1), now: t0)
         var actions = machine.workerExited(1, termination: .exited(1), stderrTail: "no such library", now: t0)
-        #expect(spawned(actions) == [2])
+        #expect(spawnedWorkers(actions) == [2])
         actions = machine.workerExited(2, termination: .exited(1), stderrTail: nil, now: t0)
-        #expect(spawned(actions) == [3])
+        #expect(spawnedWorkers(actions) == [3])
         actions = machine.workerExited(3, termination: .exited(1), stderrTail: nil, now: t0)
-        #expect(spawned(actions).isEmpty)
+        #expect(spawnedWorkers(actions).isEmpty)
         #expect(resumed(actions) == [1: "workerStartFailed"])
         #expect(resumed(machine.submit(request(2), now: t0)) == [2: "workerStartFailed"])
     }
@@ -192,7 +171,7 @@ import Testing
         #expect(machine.workerExited(1, termination: .exited(0), stderrTail: nil, now: t0).isEmpty)
         let last = machine.workerExited(2, termination: .exited(0), stderrTail: nil, now: t0)
         #expect(last.contains { if case .allWorkersExited = $0 { true } else { false } })
-        #expect(spawned(last).isEmpty)
+        #expect(spawnedWorkers(last).isEmpty)
         #expect(machine.lifecycle == .stopped)
     }
 
