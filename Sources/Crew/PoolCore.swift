@@ -198,7 +198,13 @@ final class PoolCore: Sendable {
     private func start(_ workerID: Int, group: Workers.Group) {
         guard group.kind.isOutOfProcess else {
             let worker = LocalWorker(id: workerID, kind: group.kind, logger: logger, events: LocalWorkerEvents(
-                jobEnded: { [self] jobID, result in jobsEnded(workerID, [(jobID, result)]) },
+                jobEnded: { [self] jobID, result in
+                    update { machine in
+                        let now = MonotonicTime.now()
+                        return machine.jobEnded(jobID, on: workerID, result, now: now)
+                            ?? machine.protocolViolation(workerID, message: "an answer for job \(jobID), which it does not hold", now: now)
+                    }
+                },
                 exited: { [self] in workerExited(workerID, termination: nil, stderrTail: nil) }
             ))
             let phase = state.withLock { state in
@@ -232,7 +238,7 @@ final class PoolCore: Sendable {
                 state.handles[workerID] = worker
                 return state.machine.workers[workerID]?.phase
             }
-            worker.start(callbacks(for: workerID, memoryLimit: memoryLimit))
+            worker.start(callbacks(for: workerID, pid: worker.pid, memoryLimit: memoryLimit))
             logger.debug("crew: started worker", metadata: ["crew.worker": "\(workerID)", "crew.pid": "\(worker.pid)"])
             switch phase {
             case .stopping(.shutdown)?, nil:
@@ -245,42 +251,31 @@ final class PoolCore: Sendable {
         }
     }
 
-    private func jobsEnded(_ workerID: Int, _ results: [(UInt64, Result<JobOutput, CrewError>)]) {
+    /// Applies what a worker reported, in the order it reported it, in one pass under the lock:
+    /// held jobs that started (their timeouts start now) and jobs that ended. A report about a job
+    /// the worker does not hold is a protocol violation.
+    private func workerReported(_ workerID: Int, processID: Int32?, _ messages: [WorkerMessage]) {
         update { machine in
             let now = MonotonicTime.now()
             var actions: [Machine.Action] = []
-            for (jobID, result) in results {
-                guard let more = machine.jobEnded(jobID, on: workerID, result, now: now) else {
-                    actions += machine.protocolViolation(workerID, message: "an answer for job \(jobID), which it does not hold", now: now)
-                    break
-                }
-                actions += more
-            }
-            return actions
-        }
-    }
-
-    private func jobsStartedOrEnded(
-        _ workerID: Int, _ messages: [WorkerMessage], _ results: [(UInt64, Result<JobOutput, CrewError>)]
-    ) {
-        update { machine in
-            let now = MonotonicTime.now()
-            var actions: [Machine.Action] = []
-            var nextResult = 0
             for message in messages {
-                let outcome: [Machine.Action]?
                 let jobID: UInt64
+                let outcome: [Machine.Action]?
                 switch message {
                 case .started(let id):
                     jobID = id
                     outcome = machine.jobStarted(id, on: workerID)
-                case .result, .failure:
-                    let (id, result) = results[nextResult]
-                    nextResult += 1
+                case .result(let id, let output):
                     jobID = id
-                    outcome = machine.jobEnded(id, on: workerID, result, now: now)
+                    outcome = machine.jobEnded(id, on: workerID, .success(.encoded(output)), now: now)
+                case .failure(let id, let kind, let errorType, let text):
+                    jobID = id
+                    let error = CrewError(
+                        kind.code, text, jobName: machine.running[id]?.name, workerID: workerID,
+                        processID: processID, remoteErrorType: errorType.isEmpty ? nil : errorType)
+                    outcome = machine.jobEnded(id, on: workerID, .failure(error), now: now)
                 case .hello:
-                    continue
+                    continue  // the reader delivers hellos separately
                 }
                 guard let outcome else {
                     actions += machine.protocolViolation(workerID, message: "a message about job \(jobID), which it does not hold", now: now)
@@ -303,7 +298,7 @@ final class PoolCore: Sendable {
         state.withLock { _ = $0.handles.removeValue(forKey: workerID) }
     }
 
-    private func callbacks(for workerID: Int, memoryLimit: Int?) -> ProcessWorker.Callbacks {
+    private func callbacks(for workerID: Int, pid: Int32, memoryLimit: Int?) -> ProcessWorker.Callbacks {
         ProcessWorker.Callbacks(
             hello: { [self] hello in
                 let problem = handshakeProblem(hello)
@@ -317,30 +312,8 @@ final class PoolCore: Sendable {
                 }
             },
             messages: { [self] messages in
-                let pid = state.withLock { $0.handles[workerID]?.processID }
-                let results: [(UInt64, Result<JobOutput, CrewError>)] = state.withLock { state in
-                    messages.compactMap { message in
-                        switch message {
-                        case .started:
-                            return nil  // handled below, in order with the results
-                        case .result(let id, let output):
-                            return (id, .success(.encoded(output)))
-                        case .failure(let id, let kind, let errorType, let text):
-                            return (id, .failure(CrewError(
-                                kind.code, text, jobName: state.machine.running[id]?.name, workerID: workerID,
-                                processID: pid, remoteErrorType: errorType.isEmpty ? nil : errorType)))
-                        case .hello:
-                            return nil  // the reader delivers hellos separately
-                        }
-                    }
-                }
-                if messages.contains(where: { if case .started = $0 { true } else { false } }) {
-                    // Timeouts of held jobs that started; in order with the results around them.
-                    jobsStartedOrEnded(workerID, messages, results)
-                } else {
-                    jobsEnded(workerID, results)
-                }
-                if let memoryLimit, let pid, let resident = residentSetSize(of: pid), resident > memoryLimit {
+                workerReported(workerID, processID: pid, messages)
+                if let memoryLimit, let resident = residentSetSize(of: pid), resident > memoryLimit {
                     update {
                         $0.retire(workerID, because: "its resident memory (\(resident >> 20) MiB) exceeded \(memoryLimit >> 20) MiB", now: .now())
                     }
