@@ -8,7 +8,7 @@ public enum TestJobs {
     public static let catalog: JobCatalog = [
         Echo.self, Add.self, Sleep.self, Fail.self, Crash.self, Spin.self, BlockingSleep.self,
         Picky.self, Garbage.self, WhoAmI.self, Blob.self, Nested.self, Stamp.self,
-        SetState.self, GetState.self, Hoard.self, CrashOnce.self, ThreadName.self,
+        SetState.self, GetState.self, Hoard.self, CrashOnce.self, ThreadName.self, WaitForFile.self,
     ]
 }
 
@@ -250,5 +250,16 @@ public struct ThreadName: Job {
         let n = max(0, read(fd, &buffer, buffer.count))
         close(fd)
         return String(decoding: buffer[..<n].filter { $0 != 10 }, as: UTF8.self)
+    }
+}
+
+/// Waits (cooperatively cancellable) until a file exists, then returns its worker's pid: a gate
+/// a test opens when it is ready, so no test depends on how long a sleep lasts on a busy machine.
+public struct WaitForFile: Job {
+    public var path: String
+    public init(path: String) { self.path = path }
+    public func run(in context: JobContext) async throws -> Int32 {
+        while access(path, F_OK) != 0 { try await Task.sleep(for: .milliseconds(5)) }
+        return context.processID
     }
 }

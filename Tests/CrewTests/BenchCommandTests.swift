@@ -18,7 +18,7 @@ extension ProcessTests {
         @Test func quickRunWritesEveryFigureAndTheEnvironment() throws {
             let crew = testWorkerPath.replacingLastComponent(with: "crew")
             try #require(access(crew, X_OK) == 0, "no crew executable at \(crew): build it (swift build) before the tests")
-            let path = "/tmp/crew-bench-test-\(getpid()).json"
+            let path = temporaryPath("bench-test", extension: ".json")
             defer { unlink(path) }
 
             let (status, output) = try runProgram("crew", ["bench", "--quick", "--json", path])

@@ -49,9 +49,10 @@ extension ProcessTests {
                 #expect(error?.jobName == Spin.jobName)
                 let pid = try await pool.run(Sleep(milliseconds: 0))
                 #expect(pid > 0)
-                // The timeout counts from the start, not from the queue: a queued job is not timed out.
-                async let first = pool.run(Sleep(milliseconds: 300), timeout: .seconds(5))
-                async let second = pool.run(Sleep(milliseconds: 300), timeout: .milliseconds(500))
+                // The timeout counts from the start, not from the queue: a queued job is not timed
+                // out (counted from the queue, the second would need 800 ms of its 700).
+                async let first = pool.run(Sleep(milliseconds: 400), timeout: .seconds(5))
+                async let second = pool.run(Sleep(milliseconds: 400), timeout: .milliseconds(700))
                 _ = try await (first, second)
             }
         }

@@ -102,8 +102,10 @@ extension ProcessTests {
         }
 
         @Test func aFullQueueMakesTrySubmitFailAndRunWait() async throws {
+            let gate = temporaryPath("gate")
+            defer { unlink(gate) }
             try await withPool(.processes(1), { $0.maxQueued = 2 }) { pool in
-                let busy = Task { try await pool.run(Sleep(milliseconds: 400)) }
+                let busy = Task { try await pool.run(WaitForFile(path: gate)) }
                 #expect(await eventually { pool.snapshot().freeSlots == 0 && pool.queuedJobCount == 0 })
                 let queued = (0..<2).map { value in Task { try await pool.run(Echo(value)) } }
                 #expect(await eventually { pool.queuedJobCount == 2 })
@@ -111,6 +113,7 @@ extension ProcessTests {
                 let waiting = Task { try await pool.run(Echo(7)) }  // waits for room, not dropped
                 #expect(await eventually { pool.snapshot().waitingForRoom == 1 })
                 #expect(pool.queuedJobCount == 2)
+                openGate(gate)
                 _ = try await busy.value
                 for task in queued { _ = try await task.value }
                 let waited = try await waiting.value
@@ -202,7 +205,7 @@ extension ProcessTests {
 
     @Suite struct Retries {
         @Test func anIdempotentJobIsRetriedAfterACrash() async throws {
-            let marker = "/tmp/crew-crash-once-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+            let marker = temporaryPath("crash-once")
             defer { unlink(marker) }
             try await withPool(.processes(1)) { pool in
                 await expectCrewError(.workerCrashed) { try await pool.run(CrashOnce(marker: marker + "-a")) }
@@ -225,8 +228,10 @@ extension ProcessTests {
 
     @Suite struct Introspection {
         @Test func aSnapshotShowsWorkersJobsAndTheQueue() async throws {
+            let gate = temporaryPath("gate")
+            defer { unlink(gate) }
             try await withPool(.processes(1)) { pool in
-                let running = Task { try await pool.run(Sleep(milliseconds: 500)) }
+                let running = Task { try await pool.run(WaitForFile(path: gate)) }
                 #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 1 })
                 let queued = Task { try await pool.run(Echo(1), priority: .high) }
                 #expect(await eventually { pool.queuedJobCount == 1 })
@@ -235,11 +240,12 @@ extension ProcessTests {
                 #expect(worker.kind == .process)
                 #expect(worker.state == .ready)
                 #expect(worker.processID != nil)
-                #expect(worker.currentJobs.map(\.name) == [Sleep.jobName])
+                #expect(worker.currentJobs.map(\.name) == [WaitForFile.jobName])
                 #expect((worker.residentBytes ?? 0) > 1 << 20)
                 #expect(worker.uptime > .zero)
                 #expect(snapshot.queueDepth == [.high: 1])
                 #expect(snapshot.freeSlots == 0)
+                openGate(gate)
                 _ = try await running.value
                 _ = try await queued.value
                 #expect(pool.snapshot().workers.first?.jobsDone == 2)
@@ -252,11 +258,11 @@ extension ProcessTests {
     @Suite struct Prefetch {
         @Test func aHeldJobsTimeoutCountsFromItsStart() async throws {
             try await withPool(Workers.processes(1).prefetch(2)) { pool in
-                // Three jobs of 300 ms with 500 ms timeouts on one worker: the second and third wait
-                // in the worker first, and must not time out for that wait.
-                async let a = pool.run(Sleep(milliseconds: 300), timeout: .milliseconds(500))
-                async let b = pool.run(Sleep(milliseconds: 300), timeout: .milliseconds(500))
-                async let c = pool.run(Sleep(milliseconds: 300), timeout: .milliseconds(500))
+                // Three jobs of 400 ms with 1 s timeouts on one worker: the third waits 800 ms in
+                // the worker first, and must not time out for that wait.
+                async let a = pool.run(Sleep(milliseconds: 400), timeout: .seconds(1))
+                async let b = pool.run(Sleep(milliseconds: 400), timeout: .seconds(1))
+                async let c = pool.run(Sleep(milliseconds: 400), timeout: .seconds(1))
                 let pids = try await [a, b, c]
                 #expect(Set(pids).count == 1)
                 // And a held job that overruns still times out.
@@ -269,14 +275,17 @@ extension ProcessTests {
         }
 
         @Test func aCancelledHeldJobNeverRuns() async throws {
+            let gate = temporaryPath("gate")
+            defer { unlink(gate) }
             try await withPool(Workers.processes(1).prefetch(1)) { pool in
                 let pid = try await pool.run(Sleep(milliseconds: 0))
-                let running = Task { try await pool.run(Sleep(milliseconds: 300)) }
+                let running = Task { try await pool.run(WaitForFile(path: gate)) }
                 #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 1 })
                 let held = Task { try await pool.run(Crash(.sigkill)) }
                 #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 2 })
                 held.cancel()
                 await expectCrewError(.cancelled) { try await held.value }
+                openGate(gate)
                 let first = try await running.value
                 #expect(first == pid)  // the crash job never ran
                 let after = try await pool.run(Sleep(milliseconds: 0))

@@ -30,7 +30,7 @@ extension ProcessTests {
         }
 
         @Test func theDemoWritesAPNG() throws {
-            let path = "/tmp/crew-demo-test-\(getpid()).png"
+            let path = temporaryPath("demo-test", extension: ".png")
             defer { unlink(path) }
             let (status, output) = try runProgram(
                 "crew", ["mandelbrot", "--width", "96", "--height", "64", "--iterations", "64", "--workers", "2", "--output", path])

@@ -57,15 +57,17 @@ extension ProcessTests {
         }
 
         @Test func cancellingAQueuedJobRemovesIt() async throws {
+            let gate = temporaryPath("gate")
+            defer { unlink(gate) }
             try await withTestPool(1) { pool in
-                let blocker = Task { try await pool.run(Sleep(milliseconds: 500)) }
-                #expect(await eventually { pool.queuedJobCount == 0 && !pool.workerProcessIDs.isEmpty })
-                try await Task.sleep(for: .milliseconds(50))
+                let blocker = Task { try await pool.run(WaitForFile(path: gate)) }
+                #expect(await eventually { pool.snapshot().freeSlots == 0 && pool.queuedJobCount == 0 })
                 let queued = Task { try await pool.run(Echo(1)) }
                 #expect(await eventually { pool.queuedJobCount == 1 })
                 queued.cancel()
                 await expectCrewError(.cancelled) { try await queued.value }
                 #expect(pool.queuedJobCount == 0)
+                openGate(gate)
                 _ = try await blocker.value
             }
         }

@@ -92,3 +92,13 @@ extension Substring {
         return String(drop { blanks.contains($0) }.reversed().drop { blanks.contains($0) }.reversed())
     }
 }
+
+/// A fresh path under /tmp, unique to this process and call, that nothing has created yet.
+func temporaryPath(_ label: String, extension suffix: String = "") -> String {
+    "/tmp/crew-\(label)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))\(suffix)"
+}
+
+/// Lets every ``WaitForFile`` job waiting on `path` finish.
+func openGate(_ path: String) {
+    close(open(path, O_WRONLY | O_CREAT, 0o600))
+}
