@@ -1,22 +1,31 @@
-import DequeModule
 import Synchronization
 
 /// The engine behind `map` and `mapUnordered`: pulls input lazily, keeps at most
-/// `maxInFlight` chunks running as tasks, and hands out finished outputs in input or
-/// completion order. Dropping it cancels whatever still runs.
+/// `maxInFlight` chunks running as tasks, and hands out finished chunks in input or completion
+/// order. Dropping it cancels whatever still runs.
+///
+/// It hands out whole chunks, not single outputs: the public iterators walk a chunk's outputs
+/// themselves, inlined into the caller's module, so an output costs an array read rather than a
+/// lock, a cancellation handler and the runtime's generic metadata look-ups.
+@usableFromInline
 final class BulkIterator<Jobs: Sequence & Sendable>: Sendable where Jobs.Element: Job {
-    typealias Job = Jobs.Element
-    typealias Item = (job: Job, output: Job.Output)
+    @usableFromInline typealias Job = Jobs.Element
+
+    /// A finished chunk: its jobs and their outputs, at the same positions.
+    @usableFromInline
+    struct Chunk: Sendable {
+        @usableFromInline var jobs: [Job]
+        @usableFromInline var outputs: [Job.Output]
+    }
 
     private struct State: ~Copyable {
         var input: Jobs.Iterator?
         var nextChunk = 0
         var running: [Int: Task<Void, Never>] = [:]
         /// Finished chunks not yet handed out, by chunk index.
-        var finished: [Int: Result<[Item], any Error>] = [:]
+        var finished: [Int: Result<Chunk, any Error>] = [:]
         /// In ordered mode, the chunk whose items come next.
         var nextToYield = 0
-        var ready: Deque<Item> = []
         var waiter: CheckedContinuation<Void, Never>?
         var failed = false
     }
@@ -37,18 +46,18 @@ final class BulkIterator<Jobs: Sequence & Sendable>: Sendable where Jobs.Element
         }
     }
 
-    func next() async throws -> Item? {
+    /// The next finished chunk (in input order, or in completion order), or nil at the end.
+    @usableFromInline
+    func nextChunk() async throws -> Chunk? {
         try await withTaskCancellationHandler {
             while true {
                 startChunks()
-                let (item, error, done): (Item?, (any Error)?, Bool) = state.withLock { state in
-                    if let item = state.ready.popFirst() { return (item, nil, false) }
+                let (chunk, error, done): (Chunk?, (any Error)?, Bool) = state.withLock { state in
                     if let (index, result) = takeFinished(&state) {
                         state.finished[index] = nil
                         switch result {
-                        case .success(let items):
-                            state.ready.append(contentsOf: items)
-                            return (state.ready.popFirst(), nil, false)
+                        case .success(let chunk):
+                            return (chunk, nil, false)
                         case .failure(let error):
                             state.failed = true
                             for task in state.running.values { task.cancel() }
@@ -58,11 +67,11 @@ final class BulkIterator<Jobs: Sequence & Sendable>: Sendable where Jobs.Element
                     return (nil, nil, state.input == nil && state.running.isEmpty && state.finished.isEmpty)
                 }
                 if let error { throw error }
-                if let item { return item }
+                if let chunk { return chunk }
                 if done { return nil }
                 await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
                     let resumeNow = state.withLock { state -> Bool in
-                        if !state.ready.isEmpty || hasFinished(state) || state.running.isEmpty { return true }
+                        if hasFinished(state) || state.running.isEmpty { return true }
                         state.waiter = waiter
                         return false
                     }
@@ -82,7 +91,7 @@ final class BulkIterator<Jobs: Sequence & Sendable>: Sendable where Jobs.Element
     }
 
     /// Takes the next finished chunk that may be handed out: the next in input order, or any.
-    private func takeFinished(_ state: inout State) -> (Int, Result<[Item], any Error>)? {
+    private func takeFinished(_ state: inout State) -> (Int, Result<Chunk, any Error>)? {
         if ordered {
             guard let result = state.finished[state.nextToYield] else { return nil }
             defer { state.nextToYield += 1 }
@@ -96,10 +105,9 @@ final class BulkIterator<Jobs: Sequence & Sendable>: Sendable where Jobs.Element
         while let (index, chunk) = pullChunk() {
             let runner = self.runner
             let task = Task { [weak self] in
-                let result: Result<[Item], any Error>
+                let result: Result<Chunk, any Error>
                 do {
-                    let outputs = try await runner.run(chunk)
-                    result = .success(zip(chunk, outputs).map { (job: $0.0, output: $0.1) })
+                    result = .success(Chunk(jobs: chunk, outputs: try await runner.run(chunk)))
                 } catch {
                     result = .failure(error)
                 }
@@ -139,7 +147,7 @@ final class BulkIterator<Jobs: Sequence & Sendable>: Sendable where Jobs.Element
         }
     }
 
-    private func finish(_ index: Int, _ result: Result<[Item], any Error>) {
+    private func finish(_ index: Int, _ result: Result<Chunk, any Error>) {
         let waiter = state.withLock { state in
             state.running[index] = nil
             state.finished[index] = result

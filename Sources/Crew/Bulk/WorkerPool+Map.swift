@@ -56,9 +56,22 @@ public struct MapSequence<Jobs: Sequence & Sendable>: AsyncSequence, Sendable wh
 
     /// Pulls outputs; cancels what still runs when it goes away.
     public struct Iterator: AsyncIteratorProtocol {
-        let state: BulkIterator<Jobs>
+        @usableFromInline let state: BulkIterator<Jobs>
+        /// The chunk being handed out, and the position of its next output.
+        @usableFromInline var outputs: [Element] = []
+        @usableFromInline var position = 0
+
+        init(state: BulkIterator<Jobs>) { self.state = state }
+
+        @inlinable
         public mutating func next() async throws -> Element? {
-            try await state.next()?.output
+            while position == outputs.count {
+                guard let chunk = try await state.nextChunk() else { return nil }
+                outputs = chunk.outputs
+                position = 0
+            }
+            defer { position += 1 }
+            return outputs[position]
         }
     }
 }
@@ -72,9 +85,24 @@ public struct MapUnorderedSequence<Jobs: Sequence & Sendable>: AsyncSequence, Se
 
     /// Pulls outputs; cancels what still runs when it goes away.
     public struct Iterator: AsyncIteratorProtocol {
-        let state: BulkIterator<Jobs>
+        @usableFromInline let state: BulkIterator<Jobs>
+        /// The chunk being handed out (its jobs and outputs), and the position of its next item.
+        @usableFromInline var jobs: [Jobs.Element] = []
+        @usableFromInline var outputs: [Jobs.Element.Output] = []
+        @usableFromInline var position = 0
+
+        init(state: BulkIterator<Jobs>) { self.state = state }
+
+        @inlinable
         public mutating func next() async throws -> Element? {
-            try await state.next().map { ($0.job, $0.output) }
+            while position == outputs.count {
+                guard let chunk = try await state.nextChunk() else { return nil }
+                jobs = chunk.jobs
+                outputs = chunk.outputs
+                position = 0
+            }
+            defer { position += 1 }
+            return (jobs[position], outputs[position])
         }
     }
 }
@@ -105,6 +133,7 @@ struct BulkRunner<Jobs: Sequence & Sendable>: Sendable where Jobs.Element: Job {
             return [try await pool.run(chunk[0], priority: priority, timeout: timeout)]
         }
         let result = try await pool.run(JobBatch(jobs: chunk), priority: priority, timeout: timeout)
+        if result.failures.isEmpty && result.outputs.count == chunk.count { return result.outputs }
         guard let outcomes = result.outcomes(count: chunk.count) else {
             throw CrewError(.undecodableOutput, "a chunk of \(chunk.count) jobs returned \(result.outputs.count) outputs and \(result.failures.count) failures",
                             jobName: Jobs.Element.jobName)
