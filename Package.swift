@@ -44,7 +44,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // Jobs the tests run, shared by the test target and the worker executable below.
-        .target(name: "CrewTestJobs", dependencies: ["Crew"], swiftSettings: swiftSettings),
+        .target(name: "CrewTestJobs", dependencies: ["Crew", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
         // Under `swift test` the running binary is the test runner, which has no worker mode:
         // the tests point their pools at this executable instead.
         .executableTarget(

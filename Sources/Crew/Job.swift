@@ -55,15 +55,46 @@ public struct JobContext: Sendable {
     public var jobID: UInt64
     /// The process the job runs in.
     public var processID: Int32
+
+    /// The logger as given, and whether it still needs the job's metadata.
+    private var baseLogger: Logger
+    private var addsJobMetadata: Bool
+
     /// A logger for the job, with `crew.worker` and `crew.job` metadata set.
-    public var logger: Logger
+    ///
+    /// Workers add the metadata when a job first reads the logger, so a job that never logs
+    /// never pays for it.
+    public var logger: Logger {
+        get {
+            guard addsJobMetadata else { return baseLogger }
+            var logger = baseLogger
+            logger[metadataKey: "crew.worker"] = "\(workerID)"
+            logger[metadataKey: "crew.job"] = "\(jobID)"
+            return logger
+        }
+        set {
+            baseLogger = newValue
+            addsJobMetadata = false
+        }
+    }
 
     /// Creates a context; workers make these, tests of job types may too.
     public init(workerID: Int, jobID: UInt64, processID: Int32, logger: Logger) {
         self.workerID = workerID
         self.jobID = jobID
         self.processID = processID
-        self.logger = logger
+        self.baseLogger = logger
+        self.addsJobMetadata = false
+    }
+
+    /// A worker's context for one job: `logger` is the worker's, and the job's metadata is added
+    /// when the job reads it.
+    init(workerID: Int, jobID: UInt64, processID: Int32, workerLogger: Logger) {
+        self.workerID = workerID
+        self.jobID = jobID
+        self.processID = processID
+        self.baseLogger = workerLogger
+        self.addsJobMetadata = true
     }
 
     /// Whether the caller cancelled the job. Cancellation is cooperative first: a job that does

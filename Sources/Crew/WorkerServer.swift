@@ -81,9 +81,14 @@ public enum Crew {
     }
 }
 
-/// The worker side of the wire: reads run and cancel frames on a dedicated thread, runs each
-/// job as a task (at most `concurrency` at once; the pool may send more, which wait here in
-/// order and are announced with a `started` frame when they start), writes results back.
+/// The worker side of the wire: reads run and cancel frames on a dedicated thread, runs jobs
+/// in at most `concurrency` slots (the pool may send more, which wait here in order and are
+/// announced with a `started` frame when they start), writes results back.
+///
+/// Each busy slot is a runner: one task that runs its job, then the next held one, and so on
+/// until none is left, so a stream of small jobs costs no task creation and one lock per job.
+/// A runner whose job is cancelled ends with that job (a cancelled task stays cancelled), and a
+/// fresh runner takes the slot's next job.
 final class WorkerServer: Sendable {
     private let workerID: Int
     private let catalog: JobCatalog
@@ -102,11 +107,19 @@ final class WorkerServer: Sendable {
         var announceStart: Bool
     }
 
+    /// One slot's task. Its fields are only touched with the jobs lock held.
+    private final class Runner: @unchecked Sendable {
+        var task: Task<Void, Never>?
+        /// The pool cancelled the runner's current job: cancel the task, and run nothing more on it.
+        var cancelRequested = false
+    }
+
     private struct Jobs: ~Copyable {
-        var running: [UInt64: Task<Void, Never>] = [:]
+        /// The runner of every job that runs, by job id.
+        var running: [UInt64: Runner] = [:]
         /// Jobs the pool sent beyond `concurrency`, in the order it sent them.
         var pending: Deque<Pending> = []
-        /// Execution slots in use (a slot passes straight from a finished job to a held one).
+        /// Slots in use (a slot passes straight from a finished job to a held one).
         var active = 0
         var draining = false
 
@@ -159,17 +172,24 @@ final class WorkerServer: Sendable {
                 return
             }
             let job = Pending(jobID: jobID, name: name, arguments: arguments, entry: entry, announceStart: announceStart)
-            jobs.withLock { state in
-                if state.active < concurrency {
-                    state.active += 1
-                    start(job, &state)
-                } else {
+            let runner = jobs.withLock { state -> Runner? in
+                guard state.active < concurrency else {
                     state.pending.append(job)
+                    return nil
                 }
+                state.active += 1
+                let runner = Runner()
+                state.running[jobID] = runner
+                return runner
             }
+            if let runner { launch(runner, job) }
         case .cancel(let jobID):
             let (task, heldJob) = jobs.withLock { state -> (Task<Void, Never>?, Bool) in
-                if let task = state.running[jobID] { return (task, false) }
+                if let runner = state.running[jobID] {
+                    // A runner still being launched is cancelled as soon as its task exists.
+                    runner.cancelRequested = true
+                    return (runner.task, false)
+                }
                 guard let index = state.pending.firstIndex(where: { $0.jobID == jobID }) else { return (nil, false) }
                 state.pending.remove(at: index)
                 return (nil, true)
@@ -187,32 +207,62 @@ final class WorkerServer: Sendable {
         }
     }
 
-    /// Starts a job as a task; called with the jobs lock held.
-    private func start(_ job: Pending, _ state: inout Jobs) {
-        var jobLogger = logger
-        jobLogger[metadataKey: "crew.job"] = "\(job.jobID)"
-        let context = JobContext(workerID: workerID, jobID: job.jobID, processID: processID, logger: jobLogger)
-        state.running[job.jobID] = Task { [self] in
+    /// Starts a runner's task with its first job; the runner is already registered as that
+    /// job's. Called without the lock: task creation is the slowest step here.
+    private func launch(_ runner: Runner, _ first: Pending) {
+        let task = Task { [self] in await runJobs(runner, first) }
+        let cancelNow = jobs.withLock { _ in
+            runner.task = task
+            return runner.cancelRequested
+        }
+        if cancelNow { task.cancel() }
+    }
+
+    /// What a runner does after a job.
+    private enum Next {
+        case run(Pending)
+        case handOff(Runner, Pending)
+        case stop(exit: Bool)
+    }
+
+    /// A runner's life: its first job, then held ones, until none is left or a job is cancelled.
+    private func runJobs(_ runner: Runner, _ first: Pending) async {
+        var job = first
+        while true {
+            // Announce it before it can finish, so the pool arms its timeout first.
+            if job.announceStart { send(.started(jobID: job.jobID)) }
+            let context = JobContext(workerID: workerID, jobID: job.jobID, processID: processID, workerLogger: logger)
             var result = await job.entry.run(job.arguments, context)
             if case .success(let bytes) = result, bytes.count + 64 > maxFrameSize {
                 result = .failure(.unencodableOutput(FrameTooLarge(size: bytes.count, limit: maxFrameSize)))
             }
             // Hand the slot to the next held job, or free it, before answering: the pool sends
             // the next job as soon as it reads the answer.
-            let held = jobs.withLock { state -> Pending? in
+            let next = jobs.withLock { state -> Next in
                 state.running[job.jobID] = nil
-                if let held = state.pending.popFirst() { return held }
-                state.active -= 1
-                return nil
+                guard let held = state.pending.popFirst() else {
+                    state.active -= 1
+                    return .stop(exit: state.draining && state.isIdle)
+                }
+                if runner.cancelRequested {
+                    let fresh = Runner()
+                    state.running[held.jobID] = fresh
+                    return .handOff(fresh, held)
+                }
+                state.running[held.jobID] = runner
+                return .run(held)
             }
             send(Self.reply(jobID: job.jobID, name: job.name, result: result))
-            if let held {
-                // Announce it before it can finish, so the pool arms its timeout first.
-                if held.announceStart { send(.started(jobID: held.jobID)) }
-                jobs.withLock { start(held, &$0) }
+            switch next {
+            case .run(let held):
+                job = held
+            case .handOff(let fresh, let held):
+                launch(fresh, held)
+                return
+            case .stop(let exit):
+                if exit { exitWorker(0) }
+                return
             }
-            let exit = jobs.withLock { $0.draining && $0.isIdle }
-            if exit { exitWorker(0) }
         }
     }
 

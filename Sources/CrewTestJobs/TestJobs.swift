@@ -1,5 +1,6 @@
 public import Crew
 import Glibc
+import Logging
 import Synchronization
 
 /// Jobs the tests run in real worker processes, one per behaviour under test.
@@ -8,7 +9,7 @@ public enum TestJobs {
     public static let catalog: JobCatalog = [
         Echo.self, Add.self, Sleep.self, Fail.self, Crash.self, Spin.self, BlockingSleep.self,
         Picky.self, Garbage.self, WhoAmI.self, Blob.self, Nested.self, Stamp.self,
-        SetState.self, GetState.self, Hoard.self, CrashOnce.self, ThreadName.self, WaitForFile.self,
+        SetState.self, GetState.self, Hoard.self, CrashOnce.self, ThreadName.self, WaitForFile.self, LoggerMetadata.self,
     ]
 }
 
@@ -261,5 +262,14 @@ public struct WaitForFile: Job {
     public func run(in context: JobContext) async throws -> Int32 {
         while access(path, F_OK) != 0 { try await Task.sleep(for: .milliseconds(5)) }
         return context.processID
+    }
+}
+
+/// Returns the `crew.worker` and `crew.job` metadata of its context's logger.
+public struct LoggerMetadata: Job {
+    public init() {}
+    public func run(in context: JobContext) async throws -> [String] {
+        let logger = context.logger
+        return [logger[metadataKey: "crew.worker"], logger[metadataKey: "crew.job"]].map { $0.map { "\($0)" } ?? "-" }
     }
 }

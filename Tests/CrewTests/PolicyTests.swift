@@ -1,6 +1,7 @@
 @testable import Crew
 import CrewTestJobs
 import Glibc
+import Logging
 import Synchronization
 import Testing
 
@@ -16,7 +17,9 @@ extension ProcessTests {
     @Suite struct WorkerKinds {
         @Test(arguments: [Workers.threads(2), .inline(maxConcurrent: 2), .processes(2)])
         func everyKindRunsJobsWithTheSameAPI(workers: Workers) async throws {
-            try await withPool(workers) { pool in
+            // A logger that keeps metadata (the default one discards everything).
+            let logger = Logger(label: "crew.test") { StreamLogHandler.standardError(label: $0) }
+            try await withPool(workers, { $0.logger = logger }) { pool in
                 let sum = try await pool.run(Add(20, 22))
                 #expect(sum == 42)
                 await expectCrewError(.jobFailed) { try await pool.run(Fail("nope")) }
@@ -24,6 +27,11 @@ extension ProcessTests {
                 #expect(error?.jobName == Sleep.jobName)
                 let again = try await pool.run(Echo(5))
                 #expect(again == 5)
+                // Every kind gives a job a logger that names its worker and the job.
+                let snapshot = pool.snapshot()
+                let metadata = try await pool.run(LoggerMetadata())
+                #expect(snapshot.workers.map { "\($0.id)" }.contains(metadata[0]))
+                #expect(UInt64(metadata[1]) != nil)
             }
         }
 
@@ -290,6 +298,23 @@ extension ProcessTests {
                 #expect(first == pid)  // the crash job never ran
                 let after = try await pool.run(Sleep(milliseconds: 0))
                 #expect(after == pid)
+            }
+        }
+
+        @Test func cancellingARunningJobSparesTheJobHeldBehindIt() async throws {
+            let gate = temporaryPath("gate")
+            defer { unlink(gate) }
+            try await withPool(Workers.processes(1).prefetch(1)) { pool in
+                let pid = try await pool.run(Sleep(milliseconds: 0))
+                let running = Task { try await pool.run(WaitForFile(path: gate)) }
+                #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 1 })
+                let held = Task { try await pool.run(Sleep(milliseconds: 50)) }
+                #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 2 })
+                running.cancel()
+                await expectCrewError(.cancelled) { try await running.value }
+                // The held job runs on in the same worker, and is not cancelled with its predecessor.
+                let heldPid = try await held.value
+                #expect(heldPid == pid)
             }
         }
 

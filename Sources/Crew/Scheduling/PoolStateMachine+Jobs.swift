@@ -81,19 +81,20 @@ extension PoolStateMachine {
     }
 
     private mutating func assign(_ request: Request, to workerID: Int, now: MonotonicTime, _ actions: inout [Action]) {
-        var worker = workers[workerID]!
+        // Mutated in place: a copy would make every append copy the worker's job list.
+        let group = groups[workers[workerID]!.group]
         // A job beyond what the worker runs at once waits in the worker: its timeout starts later.
-        let startsNow = worker.inFlight.count < groups[worker.group].jobsPerWorker
-        worker.inFlight.append(request.id)
-        worker.jobsDispatched += 1
-        worker.idleSince = nil
-        workers[workerID] = worker
+        let startsNow = workers[workerID]!.inFlight.count < group.jobsPerWorker
+        workers[workerID]!.inFlight.append(request.id)
+        workers[workerID]!.jobsDispatched += 1
+        workers[workerID]!.idleSince = nil
+        let jobsDispatched = workers[workerID]!.jobsDispatched
         running[request.id] = RunningJob(
             name: request.name, workerID: workerID, waiter: request.waiter, pendingTimeout: startsNow ? nil : request.timeout)
         actions.append(.dispatch(
             workerID: workerID, jobID: request.id, name: request.name, payload: request.payload,
             timeout: startsNow ? request.timeout : nil, announceStart: !startsNow && request.timeout != nil))
-        if let limit = groups[worker.group].maxJobsPerWorker, worker.jobsDispatched >= limit {
+        if let limit = group.maxJobsPerWorker, jobsDispatched >= limit {
             // Its last job: start the replacement now, while that job runs.
             retire(workerID, because: "it ran its maximum of \(limit) jobs", now: now, &actions)
         }
@@ -102,20 +103,31 @@ extension PoolStateMachine {
     /// The best queued job this worker may take: the highest priority, then the oldest, among
     /// the jobs for any worker, for one of its tags, and for it alone.
     private mutating func popBestRequest(for worker: Worker) -> Request? {
-        var candidates: [Requirement] = [.any, .worker(worker.id)]
-        for tag in groups[worker.group].tags { candidates.append(.tag(tag)) }
         var best: (Requirement, QueueKey)?
-        for requirement in candidates {
-            guard var heap = queues[requirement] else { continue }
-            // Drop keys of jobs cancelled while queued.
-            while let min = heap.min, queued[min.id]?.key.sequence != min.sequence { heap.removeMin() }
-            queues[requirement] = heap.isEmpty ? nil : heap
-            if let min = heap.min, best.map({ min < $0.1 }) ?? true { best = (requirement, min) }
+        func consider(_ requirement: Requirement) {
+            guard let min = liveMinimum(of: requirement) else { return }
+            if best.map({ min < $0.1 }) ?? true { best = (requirement, min) }
         }
+        consider(.any)
+        consider(.worker(worker.id))
+        for tag in groups[worker.group].tags { consider(.tag(tag)) }
         guard let (requirement, key) = best else { return nil }
         queues[requirement]!.removeMin()
         if queues[requirement]!.isEmpty { queues[requirement] = nil }
         return queued.removeValue(forKey: key.id)!.request
+    }
+
+    /// The first key of a queue that belongs to a job still queued, after dropping the keys of
+    /// jobs cancelled while queued; nil if none is left. The heap is changed in place, never
+    /// copied (a copy would cost a pass over the whole queue per dispatch).
+    private mutating func liveMinimum(of requirement: Requirement) -> QueueKey? {
+        guard queues[requirement] != nil else { return nil }
+        while let min = queues[requirement]!.min {
+            if queued[min.id]?.key.sequence == min.sequence { return min }
+            queues[requirement]!.removeMin()
+        }
+        queues[requirement] = nil
+        return nil
     }
 
     private mutating func admitOverflow(now: MonotonicTime, _ actions: inout [Action]) {
@@ -170,11 +182,14 @@ extension PoolStateMachine {
     /// A worker reported a job's end. Returns nil if the worker had no such job: it broke the
     /// protocol, and the caller should report ``protocolViolation(_:message:now:)``.
     mutating func jobEnded(_ jobID: UInt64, on workerID: Int, _ result: Result<JobOutput, CrewError>, now: MonotonicTime) -> [Action]? {
-        guard let job = running[jobID], job.workerID == workerID, var worker = workers[workerID] else { return nil }
-        running[jobID] = nil
-        worker.inFlight.removeAll { $0 == jobID }
-        worker.jobsDone += 1
-        workers[workerID] = worker
+        guard let job = running.removeValue(forKey: jobID) else { return nil }
+        guard job.workerID == workerID, workers[workerID] != nil else {
+            running[jobID] = job
+            return nil
+        }
+        if let index = workers[workerID]!.inFlight.firstIndex(of: jobID) { workers[workerID]!.inFlight.remove(at: index) }
+        workers[workerID]!.jobsDone += 1
+        let worker = workers[workerID]!
         var actions: [Action] = []
         if job.isInit {
             initJobEnded(workerID, result, now: now, &actions)
@@ -192,24 +207,22 @@ extension PoolStateMachine {
 
     /// A worker's job ended: give it another, release it if it is retiring, or note it idle.
     private mutating func slotFreed(_ workerID: Int, now: MonotonicTime, _ actions: inout [Action]) {
-        guard var worker = workers[workerID] else { return }
-        switch worker.phase {
+        guard let phase = workers[workerID]?.phase else { return }
+        switch phase {
         case .ready:
             freeSlots.append(workerID)
             dispatch(now: now, &actions)
-            worker = workers[workerID]!
+            let worker = workers[workerID]!
             if worker.inFlight.isEmpty && worker.acceptsJobs {
-                worker.idleSince = now
-                workers[workerID] = worker
+                workers[workerID]!.idleSince = now
                 let group = groups[worker.group]
                 var checks: [MonotonicTime] = []
                 if let idle = group.idleTimeout, activeCount(inGroup: worker.group) > group.minimum { checks.append(now + idle) }
                 if let maxAge = group.maxAge { checks.append(worker.startedAt + maxAge) }
                 if let at = checks.min() { actions.append(.checkIdle(workerID: workerID, at: at)) }
             }
-        case .retiring where worker.inFlight.isEmpty:
-            worker.phase = .stopping(.retired("retired"))
-            workers[workerID] = worker
+        case .retiring where workers[workerID]!.inFlight.isEmpty:
+            workers[workerID]!.phase = .stopping(.retired("retired"))
             actions.append(.release(workerID: workerID))
         default:
             break

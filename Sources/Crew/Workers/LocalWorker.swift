@@ -35,10 +35,7 @@ final class LocalWorker: WorkerHandle {
             finish(jobID, .failure(CrewError(.unknownJobType, "the job has no in-process form", jobName: name, workerID: id)))
             return
         }
-        var jobLogger = logger
-        jobLogger[metadataKey: "crew.worker"] = "\(id)"
-        jobLogger[metadataKey: "crew.job"] = "\(jobID)"
-        let context = JobContext(workerID: id, jobID: jobID, processID: getpid(), logger: jobLogger)
+        let context = JobContext(workerID: id, jobID: jobID, processID: getpid(), workerLogger: logger)
         state.withLock { state in
             state.tasks[jobID] = Task(executorPreference: executor) { [self] in
                 let result: Result<JobOutput, CrewError>
