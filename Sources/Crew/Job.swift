@@ -1,4 +1,5 @@
 public import Logging
+import Synchronization
 
 /// A unit of work that a ``WorkerPool`` runs on one of its workers.
 ///
@@ -38,7 +39,7 @@ public protocol Job: Codable, Sendable {
 
 extension Job {
     /// The fully qualified type name, for example `MyModule.Square`.
-    public static var jobName: String { String(reflecting: Self.self) }
+    public static var jobName: String { DefaultJobNames.name(of: Self.self) }
 
     /// Not idempotent unless the type says so.
     public static var isIdempotent: Bool { false }
@@ -134,5 +135,19 @@ public struct JobPriority: Hashable, Comparable, Sendable, CustomStringConvertib
         case 20: "critical"
         default: "priority(\(rawValue))"
         }
+    }
+}
+
+/// The default wire names, computed once per type: `String(reflecting:)` costs about a
+/// microsecond, and a pool needs the name several times per job.
+enum DefaultJobNames {
+    private static let names = Mutex<[ObjectIdentifier: String]>([:])
+
+    static func name(of type: Any.Type) -> String {
+        let key = ObjectIdentifier(type)
+        if let name = names.withLock({ $0[key] }) { return name }
+        let name = String(reflecting: type)
+        names.withLock { $0[key] = name }
+        return name
     }
 }

@@ -68,8 +68,9 @@ extension PoolStateMachine {
     mutating func dispatch(now: MonotonicTime, _ actions: inout [Action]) {
         var unmatched: [Int] = []
         while let workerID = freeSlots.popLast() {
-            guard let worker = workers[workerID], worker.acceptsJobs else { continue }
-            guard let request = popBestRequest(for: worker) else {
+            // Only the fields needed: copying the worker would retain its job list.
+            guard let phase = workers[workerID]?.phase, phase == .ready, let group = workers[workerID]?.group else { continue }
+            guard let request = popBestRequest(forWorker: workerID, group: group) else {
                 unmatched.append(workerID)
                 continue
             }
@@ -102,15 +103,15 @@ extension PoolStateMachine {
 
     /// The best queued job this worker may take: the highest priority, then the oldest, among
     /// the jobs for any worker, for one of its tags, and for it alone.
-    private mutating func popBestRequest(for worker: Worker) -> Request? {
+    private mutating func popBestRequest(forWorker workerID: Int, group: Int) -> Request? {
         var best: (Requirement, QueueKey)?
         func consider(_ requirement: Requirement) {
             guard let min = liveMinimum(of: requirement) else { return }
             if best.map({ min < $0.1 }) ?? true { best = (requirement, min) }
         }
         consider(.any)
-        consider(.worker(worker.id))
-        for tag in groups[worker.group].tags { consider(.tag(tag)) }
+        consider(.worker(workerID))
+        for tag in groups[group].tags { consider(.tag(tag)) }
         guard let (requirement, key) = best else { return nil }
         queues[requirement]!.removeMin()
         if queues[requirement]!.isEmpty { queues[requirement] = nil }

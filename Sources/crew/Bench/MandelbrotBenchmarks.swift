@@ -13,7 +13,7 @@ enum MandelbrotBenchmarks {
         let reference = checksum(await renderInProcess(geometry, concurrency: 2))  // also the warm-up
         var times: [String: [Double]] = [:]
         for (key, workers) in [("mandelbrot_1_worker_s", 1), ("mandelbrot_2_workers_s", 2)] {
-            times[key] = try await withProcessPool(workers) { pool in
+            times[key] = try await withBenchPool(MandelbrotCommand.workers(workers)) { pool in
                 _ = try await renderOnPool(pool, geometry, workers: workers)  // warm-up
                 var samples: [Double] = []
                 for _ in 0..<settings.repetitions {
@@ -36,11 +36,9 @@ enum MandelbrotBenchmarks {
         return times
     }
 
-    /// Every row as a `MandelbrotRow` job, a few rows per worker in flight (as the demo does).
+    /// Every row as a `MandelbrotRow` job, as the demo renders them.
     static func renderOnPool(_ pool: WorkerPool, _ geometry: MandelbrotGeometry, workers: Int) async throws -> [[UInt8]] {
-        try await slidingWindow(rows: geometry.height, window: workers * 4) { row in
-            try await pool.run(MandelbrotRow(geometry: geometry, row: row))
-        }
+        try await MandelbrotCommand.renderRows(on: pool, geometry, workers: workers)
     }
 
     /// Every row rendered in this process, at most `concurrency` at a time.

@@ -51,42 +51,41 @@ struct MandelbrotCommand: AsyncParsableCommand {
         }
     }
 
+    /// The demo's workers: each holds its next row while it renders one (prefetch), so it never
+    /// waits for the parent between rows.
+    static func workers(_ count: Int) -> Workers { Workers.processes(count).prefetch(1) }
+
     /// Renders every row on a fresh pool; returns the rows in order and the wall time.
     static func render(_ geometry: MandelbrotGeometry, workers: Int, progress: Bool) async throws -> ([[UInt8]], Duration) {
         let clock = ContinuousClock()
         let start = clock.now
-        let rows = try await WorkerPool.withPool(.processes(workers), jobs: CrewJobs.catalog) { pool in
-            try await withThrowingTaskGroup(of: (Int, [UInt8]).self) { group in
-                var rows = [[UInt8]](repeating: [], count: geometry.height)
-                var next = 0
-                var done = 0
-                var lastReport = clock.now
-                // Keep a few rows per worker in flight: enough to never leave a worker idle,
-                // few enough that memory stays flat for any image size.
-                let window = workers * 4
-                while next < min(window, geometry.height) {
-                    let row = next
-                    group.addTask { (row, try await pool.run(MandelbrotRow(geometry: geometry, row: row))) }
-                    next += 1
+        var lastReport = clock.now
+        let rows = try await WorkerPool.withPool(Self.workers(workers), jobs: CrewJobs.catalog) { pool in
+            try await renderRows(on: pool, geometry, workers: workers) { done in
+                if progress && (clock.now - lastReport > .milliseconds(100) || done == geometry.height) {
+                    lastReport = clock.now
+                    printProgress("  rows \(done)/\(geometry.height)")
                 }
-                while let (row, pixels) = try await group.next() {
-                    rows[row] = pixels
-                    done += 1
-                    if next < geometry.height {
-                        let row = next
-                        group.addTask { (row, try await pool.run(MandelbrotRow(geometry: geometry, row: row))) }
-                        next += 1
-                    }
-                    if progress && (clock.now - lastReport > .milliseconds(100) || done == geometry.height) {
-                        lastReport = clock.now
-                        printProgress("  rows \(done)/\(geometry.height)")
-                    }
-                }
-                return rows
             }
         }
         if progress { printProgress("", final: true) }
         return (rows, clock.now - start)
+    }
+
+    /// Renders every row as one `MandelbrotRow` job through `pool.map`: rows come back in order,
+    /// with a few per worker in flight (enough that no worker idles, few enough that memory stays
+    /// flat for any image size). `rowDone` gets the number of rows done after each one.
+    static func renderRows(
+        on pool: WorkerPool, _ geometry: MandelbrotGeometry, workers: Int, rowDone: (Int) -> Void = { _ in }
+    ) async throws -> [[UInt8]] {
+        var rows: [[UInt8]] = []
+        rows.reserveCapacity(geometry.height)
+        let jobs = (0..<geometry.height).map { MandelbrotRow(geometry: geometry, row: $0) }
+        for try await pixels in pool.map(jobs, maxInFlight: workers * 4) {
+            rows.append(pixels)
+            rowDone(rows.count)
+        }
+        return rows
     }
 }
 
