@@ -66,8 +66,10 @@ extension PoolStateMachine {
 
     /// Matches queued jobs with free slots, then starts workers for what is left.
     mutating func dispatch(now: MonotonicTime, _ actions: inout [Action]) {
+        // Stop as soon as the queue is empty: with many free slots (large prefetch), scanning
+        // them all on every submit and every answer made each job cost O(slots).
         var unmatched: [Int] = []
-        while let workerID = freeSlots.popLast() {
+        while !queued.isEmpty, let workerID = freeSlots.popLast() {
             // Only the fields needed: copying the worker would retain its job list.
             guard let phase = workers[workerID]?.phase, phase == .ready, let group = workers[workerID]?.group else { continue }
             guard let request = popBestRequest(forWorker: workerID, group: group) else {
@@ -141,7 +143,11 @@ extension PoolStateMachine {
 
     /// Starts workers, within each group's maximum, for queued jobs no free worker can take.
     private mutating func scaleUp(now: MonotonicTime, _ actions: inout [Action]) {
-        guard lifecycle == .running || lifecycle == .draining else { return }
+        guard lifecycle == .running || lifecycle == .draining, !queues.isEmpty else { return }
+        // The common case under load: every group is at its maximum, so nothing can start.
+        guard groups.indices.contains(where: { startFailures[$0] == nil && activeCount(inGroup: $0) < groups[$0].maximum }) else {
+            return
+        }
         for (requirement, heap) in queues where !heap.isEmpty {
             if case .worker = requirement { continue }
             var waiting = heap.count
