@@ -27,6 +27,8 @@ final class PoolCore: Sendable {
         var drainWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
         var exitWaiters: [CheckedContinuation<Void, Never>] = []
         var nextWaiterID: UInt64 = 0
+        /// The timeout timers of running jobs, cancelled when the jobs end.
+        var timeouts: [UInt64: Supervisor.TimerID] = [:]
     }
     private let state: Mutex<State>
 
@@ -180,9 +182,27 @@ final class PoolCore: Sendable {
     }
 
     private func armTimeout(_ jobID: UInt64, _ timeout: Duration) {
-        Supervisor.shared.schedule(at: .now() + timeout) { [weak self] in
-            self?.update { $0.timeoutExpired(jobID: jobID, after: timeout, now: .now()) }
+        let timer = Supervisor.shared.schedule(at: .now() + timeout) { [weak self] in
+            guard let self else { return }
+            state.withLock { _ = $0.timeouts.removeValue(forKey: jobID) }
+            update { $0.timeoutExpired(jobID: jobID, after: timeout, now: .now()) }
         }
+        let ended = state.withLock { state -> Bool in
+            // The job may have ended already (a fast job, answered before we got here).
+            guard state.machine.running[jobID] != nil else { return true }
+            state.timeouts[jobID] = timer
+            return false
+        }
+        if ended { Supervisor.shared.cancel(timer) }
+    }
+
+    /// Cancels the timeout timers of jobs that ended.
+    private func disarmTimeouts(_ jobIDs: [UInt64]) {
+        let timers = state.withLock { state -> [Supervisor.TimerID] in
+            guard !state.timeouts.isEmpty else { return [] }
+            return jobIDs.compactMap { state.timeouts.removeValue(forKey: $0) }
+        }
+        for timer in timers { Supervisor.shared.cancel(timer) }
     }
 
     private func release(_ handle: any WorkerHandle) {
@@ -204,6 +224,7 @@ final class PoolCore: Sendable {
                         return machine.jobEnded(jobID, on: workerID, result, now: now)
                             ?? machine.protocolViolation(workerID, message: "an answer for job \(jobID), which it does not hold", now: now)
                     }
+                    disarmTimeouts([jobID])
                 },
                 exited: { [self] in workerExited(workerID, termination: nil, stderrTail: nil) }
             ))
@@ -255,7 +276,8 @@ final class PoolCore: Sendable {
     /// held jobs that started (their timeouts start now) and jobs that ended. A report about a job
     /// the worker does not hold is a protocol violation.
     private func workerReported(_ workerID: Int, processID: Int32?, _ messages: [WorkerMessage]) {
-        update { machine in
+        var timers: [Supervisor.TimerID] = []
+        perform(state.withLock { state in
             let now = MonotonicTime.now()
             var actions: [Machine.Action] = []
             for message in messages {
@@ -264,27 +286,30 @@ final class PoolCore: Sendable {
                 switch message {
                 case .started(let id):
                     jobID = id
-                    outcome = machine.jobStarted(id, on: workerID)
+                    outcome = state.machine.jobStarted(id, on: workerID)
                 case .result(let id, let output):
                     jobID = id
-                    outcome = machine.jobEnded(id, on: workerID, .success(.encoded(output)), now: now)
+                    outcome = state.machine.jobEnded(id, on: workerID, .success(.encoded(output)), now: now)
+                    if let timer = state.timeouts.removeValue(forKey: id) { timers.append(timer) }
                 case .failure(let id, let kind, let errorType, let text):
                     jobID = id
                     let error = CrewError(
-                        kind.code, text, jobName: machine.running[id]?.name, workerID: workerID,
+                        kind.code, text, jobName: state.machine.running[id]?.name, workerID: workerID,
                         processID: processID, remoteErrorType: errorType.isEmpty ? nil : errorType)
-                    outcome = machine.jobEnded(id, on: workerID, .failure(error), now: now)
+                    outcome = state.machine.jobEnded(id, on: workerID, .failure(error), now: now)
+                    if let timer = state.timeouts.removeValue(forKey: id) { timers.append(timer) }
                 case .hello:
                     continue  // the reader delivers hellos separately
                 }
                 guard let outcome else {
-                    actions += machine.protocolViolation(workerID, message: "a message about job \(jobID), which it does not hold", now: now)
+                    actions += state.machine.protocolViolation(workerID, message: "a message about job \(jobID), which it does not hold", now: now)
                     break
                 }
                 actions += outcome
             }
-            return actions
-        }
+            return (actions, state.handles)
+        })
+        for timer in timers { Supervisor.shared.cancel(timer) }
     }
 
     private func workerExited(_ workerID: Int, termination: CrewError.Termination?, stderrTail: String?) {

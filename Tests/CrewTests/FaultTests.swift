@@ -1,4 +1,4 @@
-import Crew
+@testable import Crew
 import CrewTestJobs
 import Glibc
 import Testing
@@ -40,6 +40,22 @@ extension ProcessTests {
                 _ = try await bystander
                 for value in 0..<4 { #expect(try await pool.run(Echo(value)) == value) }
                 #expect(pool.workerProcessIDs.count == 2)
+            }
+        }
+
+        @Test func jobsThatEndInTimeLeaveNoTimerBehind() async throws {
+            let before = Supervisor.shared.pendingTimerCount
+            try await withPool(Workers.processes(2).prefetch(4)) { pool in
+                // Held jobs get their timers when they start, the others when they are sent.
+                try await withThrowingTaskGroup(of: Int.self) { group in
+                    for value in 0..<2_000 { group.addTask { try await pool.run(Echo(value), timeout: .seconds(600)) } }
+                    for try await _ in group {}
+                }
+                try await withPool(.inline(maxConcurrent: 2)) { inline in
+                    for value in 0..<100 { _ = try await inline.run(Echo(value), timeout: .seconds(600)) }
+                }
+                // Without cancellation, 2,100 ten-minute timers would wait here.
+                #expect(Supervisor.shared.pendingTimerCount <= before + 4)
             }
         }
 

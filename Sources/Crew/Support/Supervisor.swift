@@ -11,25 +11,33 @@ import HeapModule
 /// process: a worker spawned from a Swift-concurrency pool thread is killed when that thread
 /// retires. So all spawns happen here, on a thread that lives as long as the process.
 /// Timers (job timeouts, cancellation grace periods, shutdown escalation) share the thread: they
-/// only take a lock and send a signal, so they never delay a spawn noticeably.
+/// only take a lock and send a signal, so they never delay a spawn noticeably. A job's timeout
+/// timer is cancelled when the job ends.
 final class Supervisor: @unchecked Sendable {
     /// The process-wide supervisor, started on first use.
     static let shared = Supervisor()
 
-    private struct Timer: Comparable {
+    /// A scheduled timer, for ``cancel(_:)``.
+    struct TimerID: Hashable, Sendable {
+        fileprivate var sequence: UInt64
+    }
+
+    private struct TimerKey: Comparable {
         var deadline: MonotonicTime
         var sequence: UInt64
-        var action: @Sendable () -> Void
-        static func < (a: Timer, b: Timer) -> Bool {
+        static func < (a: TimerKey, b: TimerKey) -> Bool {
             (a.deadline, a.sequence) < (b.deadline, b.sequence)
         }
-        static func == (a: Timer, b: Timer) -> Bool { a.sequence == b.sequence }
     }
 
     private var mutex = pthread_mutex_t()
     private var condition = pthread_cond_t()
     private var work: [@Sendable () -> Void] = []
-    private var timers = Heap<Timer>()
+    /// Deadlines, including those of cancelled timers (dropped when they come up, or all at
+    /// once when they outnumber the live ones).
+    private var timers = Heap<TimerKey>()
+    /// The actions of the live timers, by sequence number.
+    private var actions: [UInt64: @Sendable () -> Void] = [:]
     private var sequence: UInt64 = 0
 
     private init() {
@@ -50,17 +58,36 @@ final class Supervisor: @unchecked Sendable {
         pthread_mutex_unlock(&mutex)
     }
 
-    /// Runs `action` on the supervisor thread at `deadline` (or soon after).
-    ///
-    /// Timers cannot be cancelled: the action checks whether it still applies (a timeout for
-    /// a job that already finished does nothing). This keeps the per-job cost to one heap insert.
-    func schedule(at deadline: MonotonicTime, _ action: @escaping @Sendable () -> Void) {
+    /// Runs `action` on the supervisor thread at `deadline` (or soon after), unless cancelled first.
+    @discardableResult
+    func schedule(at deadline: MonotonicTime, _ action: @escaping @Sendable () -> Void) -> TimerID {
         pthread_mutex_lock(&mutex)
         sequence += 1
         let isEarliest = timers.min.map { deadline < $0.deadline } ?? true
-        timers.insert(Timer(deadline: deadline, sequence: sequence, action: action))
+        timers.insert(TimerKey(deadline: deadline, sequence: sequence))
+        actions[sequence] = action
         if isEarliest { pthread_cond_signal(&condition) }
+        let id = TimerID(sequence: sequence)
         pthread_mutex_unlock(&mutex)
+        return id
+    }
+
+    /// Drops a timer that has not fired; does nothing if it has. Its action is released at once,
+    /// and the heap is compacted once cancelled deadlines outnumber live ones, so a pool that runs
+    /// many jobs with long timeouts holds memory for the jobs that run, not for those that ran.
+    func cancel(_ id: TimerID) {
+        pthread_mutex_lock(&mutex)
+        if actions.removeValue(forKey: id.sequence) != nil && timers.count > 64 && timers.count > 2 * actions.count {
+            timers = Heap(timers.unordered.filter { actions[$0.sequence] != nil })
+        }
+        pthread_mutex_unlock(&mutex)
+    }
+
+    /// Timers scheduled and not yet fired or cancelled.
+    var pendingTimerCount: Int {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return actions.count
     }
 
     private func loop() {
@@ -72,7 +99,8 @@ final class Supervisor: @unchecked Sendable {
                 work.removeAll(keepingCapacity: true)
                 let now = MonotonicTime.now()
                 while let next = timers.min, next.deadline <= now {
-                    due.append(timers.removeMin().action)
+                    timers.removeMin()
+                    if let action = actions.removeValue(forKey: next.sequence) { due.append(action) }
                 }
                 if !due.isEmpty { break }
                 if let first = timers.min {

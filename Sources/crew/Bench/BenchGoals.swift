@@ -50,6 +50,7 @@ struct Goal: Sendable {
         .ratio("mandelbrot_speedup_2_workers", "Mandelbrot 1 worker / 2 workers", "mandelbrot_1_worker_s", "mandelbrot_2_workers_s", .atLeast(1.95)),
         .ratio("mandelbrot_2_workers_over_taskgroup", "Mandelbrot 2 workers / TaskGroup (≤ 3% slower)", "mandelbrot_2_workers_s", "mandelbrot_taskgroup_2_s", .atMost(1.03)),
         .figure("process_jobs_per_s", "process jobs/s", .atLeast(200_000)),
+        .figure("process_map_chunked_jobs_per_s", "chunked map jobs/s", .atLeast(10_000_000)),
         .figure("spawn_to_first_result_ms", "spawn to first result (ms)", .atMost(10)),
         .figure("idle_worker_rss_mb", "idle worker RSS (MiB)", .atMost(20)),
         .figure("crash_recovery_ms", "crash recovery (ms)", .atMost(20)),
