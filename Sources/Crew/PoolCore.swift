@@ -29,6 +29,9 @@ final class PoolCore: Sendable {
         var nextWaiterID: UInt64 = 0
         /// The timeout timers of running jobs, cancelled when the jobs end.
         var timeouts: [UInt64: Supervisor.TimerID] = [:]
+        /// Each worker's pending idle check: a new one replaces it, so a worker that goes idle
+        /// thousands of times a second holds one timer, not thousands.
+        var idleChecks: [Int: Supervisor.TimerID] = [:]
     }
     private let state: Mutex<State>
 
@@ -162,9 +165,11 @@ final class PoolCore: Sendable {
             case .release(let workerID):
                 if let handle = handles[workerID] { release(handle) }
             case .checkIdle(let workerID, let at):
-                Supervisor.shared.schedule(at: at) { [weak self] in
+                let timer = Supervisor.shared.schedule(at: at) { [weak self] in
                     self?.update { $0.idleCheck(workerID, now: .now()) }
                 }
+                let replaced = state.withLock { $0.idleChecks.updateValue(timer, forKey: workerID) }
+                if let replaced { Supervisor.shared.cancel(replaced) }
             case .drained:
                 let waiters = state.withLock { state in
                     defer { state.drainWaiters.removeAll() }
@@ -320,7 +325,11 @@ final class PoolCore: Sendable {
             }
             return machine.workerExited(workerID, termination: termination, stderrTail: stderrTail, now: .now())
         }
-        state.withLock { _ = $0.handles.removeValue(forKey: workerID) }
+        let idleCheck = state.withLock { state in
+            state.handles.removeValue(forKey: workerID)
+            return state.idleChecks.removeValue(forKey: workerID)
+        }
+        if let idleCheck { Supervisor.shared.cancel(idleCheck) }
     }
 
     private func callbacks(for workerID: Int, pid: Int32, memoryLimit: Int?) -> ProcessWorker.Callbacks {

@@ -152,6 +152,15 @@ extension ProcessTests {
             }
         }
 
+        @Test func aWorkerThatGoesIdleOftenHoldsOneIdleTimer() async throws {
+            let before = Supervisor.shared.pendingTimerCount
+            try await withPool(Workers.processes(1).maxAge(.seconds(600))) { pool in
+                // Each job leaves the worker idle, which schedules a check of its age.
+                for value in 0..<300 { _ = try await pool.run(Echo(value)) }
+                #expect(Supervisor.shared.pendingTimerCount <= before + 2)
+            }
+        }
+
         @Test func aWorkerRetiresAtItsMaximumAge() async throws {
             try await withPool(Workers.processes(1).maxAge(.milliseconds(300))) { pool in
                 let first = try await pool.run(Sleep(milliseconds: 0))
