@@ -164,6 +164,11 @@ extension WorkerPool {
         /// their setup job) before jobs fail with ``CrewError/Code/workerStartFailed`` instead of
         /// waiting for a worker that never comes. Default: 3.
         public var startFailureLimit: Int = 3
+        /// How long a group whose workers keep failing to start stays given up: jobs for it fail at
+        /// once meanwhile, then it tries to start a worker again (one more failure and it gives up
+        /// for another period). A transient fault (a full disk, a missing mount) thus does not
+        /// break the pool for good. nil: give up for the pool's lifetime. Default: 10 s.
+        public var startFailureCooldown: Duration? = .seconds(10)
         /// How the pool stops.
         public var shutdown = Shutdown()
         /// Where the pool logs worker starts, deaths, protocol violations and refused handshakes.

@@ -46,6 +46,7 @@ public struct CrewError: Error, Sendable, Equatable, CustomStringConvertible {
         /// A worker's handshake failed: another protocol version, or a catalog without some of the pool's jobs.
         public static let handshakeFailed = Code(base: .handshakeFailed)
         /// Workers could not be started (the executable is missing, or every new worker died at once).
+        /// The group tries again after ``WorkerPool/Configuration/startFailureCooldown``.
         public static let workerStartFailed = Code(base: .workerStartFailed)
 
         /// The pool's queue held its `maxQueued` jobs and the job was submitted with ``WorkerPool/trySubmit(_:priority:timeout:requiring:)``.

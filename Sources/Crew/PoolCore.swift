@@ -56,7 +56,8 @@ final class PoolCore: Sendable {
         }
         state = Mutex(State(machine: Machine(
             groups: groups, maxQueued: configuration.maxQueued,
-            startFailureLimit: configuration.startFailureLimit, setup: setup)))
+            startFailureLimit: configuration.startFailureLimit, startFailureCooldown: configuration.startFailureCooldown,
+            setup: setup)))
     }
 
     func start() {
@@ -170,6 +171,10 @@ final class PoolCore: Sendable {
                 }
                 let replaced = state.withLock { $0.idleChecks.updateValue(timer, forKey: workerID) }
                 if let replaced { Supervisor.shared.cancel(replaced) }
+            case .retryStart(let group, let at):
+                Supervisor.shared.schedule(at: at) { [weak self] in
+                    self?.update { $0.startRetryDue(group: group, now: .now()) }
+                }
             case .drained:
                 let waiters = state.withLock { state in
                     defer { state.drainWaiters.removeAll() }

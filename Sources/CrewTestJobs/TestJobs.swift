@@ -9,7 +9,7 @@ public enum TestJobs {
     public static let catalog: JobCatalog = [
         Echo.self, Add.self, Sleep.self, Fail.self, Crash.self, Spin.self, BlockingSleep.self,
         Picky.self, Garbage.self, WhoAmI.self, Blob.self, Nested.self, Stamp.self,
-        SetState.self, GetState.self, Hoard.self, CrashOnce.self, ThreadName.self, WaitForFile.self, LoggerMetadata.self,
+        SetState.self, GetState.self, Hoard.self, CrashOnce.self, ThreadName.self, WaitForFile.self, LoggerMetadata.self, ExitWhileFileExists.self,
     ]
 }
 
@@ -271,5 +271,16 @@ public struct LoggerMetadata: Job {
     public func run(in context: JobContext) async throws -> [String] {
         let logger = context.logger
         return [logger[metadataKey: "crew.worker"], logger[metadataKey: "crew.job"]].map { $0.map { "\($0)" } ?? "-" }
+    }
+}
+
+/// Ends its worker with exit status 3 while a file exists, and returns 0 otherwise: as a setup
+/// job, a fault that lasts as long as the test wants.
+public struct ExitWhileFileExists: Job {
+    public var path: String
+    public init(path: String) { self.path = path }
+    public func run(in context: JobContext) async throws -> Int {
+        if access(path, F_OK) == 0 { exit(3) }
+        return 0
     }
 }

@@ -32,3 +32,8 @@ func spawnedWorkers(_ actions: [TestMachine.Action]) -> [Int] { spawned(actions)
 func released(_ actions: [TestMachine.Action]) -> [Int] {
     actions.compactMap { if case .release(let id) = $0 { id } else { nil } }
 }
+
+/// The times of the start retries the actions ask for.
+func retries(_ actions: [TestMachine.Action]) -> [MonotonicTime] {
+    actions.compactMap { if case .retryStart(_, let at) = $0 { at } else { nil } }
+}

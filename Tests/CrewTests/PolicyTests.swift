@@ -180,6 +180,33 @@ extension ProcessTests {
         }
     }
 
+    @Suite struct CrashLoopRecovery {
+        @Test func aGroupThatGaveUpServesAgainOnceTheFaultIsGone() async throws {
+            let fault = temporaryPath("fault")
+            openGate(fault)
+            defer { unlink(fault) }
+            let adjust: (inout WorkerPool.Configuration) -> Void = {
+                $0.startFailureLimit = 2
+                $0.startFailureCooldown = .milliseconds(300)
+                $0.forwardWorkerStderr = false
+            }
+            try await withPool(.processes(1), setup: ExitWhileFileExists(path: fault), adjust) { pool in
+                let error = await expectCrewError(.workerStartFailed) { try await pool.run(Echo(1)) }
+                #expect(error?.message.contains("tries again") == true)
+                unlink(fault)
+                // Within a few cool-downs a new worker starts, runs its setup job and serves.
+                var value: Int?
+                let clock = ContinuousClock()
+                let deadline = clock.now + .seconds(10)
+                while value == nil && clock.now < deadline {
+                    value = try? await pool.run(Echo(7))
+                    if value == nil { try await Task.sleep(for: .milliseconds(100)) }
+                }
+                #expect(value == 7)
+            }
+        }
+    }
+
     @Suite struct WorkerState {
         @Test func theSetupJobRunsOnEveryWorkerBeforeItTakesWork() async throws {
             try await withPool(.processes(2), setup: SetState("ready", 1)) { pool in

@@ -141,6 +141,36 @@ import Testing
         #expect(resumed(machine.submit(request(2), now: t0)) == [2: "workerStartFailed"])
     }
 
+    @Test func aGroupThatGaveUpTriesAgainAfterItsCooldown() {
+        var machine = Machine(
+            groups: [.init(kind: .process, minimum: 1, maximum: 1)], startFailureLimit: 2, startFailureCooldown: .seconds(5))
+        _ = machine.start(now: t0)
+        _ = machine.submit(request(1), now: t0)
+        _ = machine.workerExited(1, termination: .exited(1), stderrTail: nil, now: t0)
+        var actions = machine.workerExited(2, termination: .exited(1), stderrTail: nil, now: t0)
+        #expect(resumed(actions) == [1: "workerStartFailed"])
+        #expect(retries(actions) == [t0 + .seconds(5)])
+        #expect(resumed(machine.submit(request(2), now: t0)) == [2: "workerStartFailed"])
+
+        // After the cool-down it starts its minimum again and takes jobs.
+        actions = machine.startRetryDue(group: 0, now: t0 + .seconds(5))
+        #expect(spawnedWorkers(actions) == [3])
+        #expect(resumed(machine.submit(request(3), now: t0 + .seconds(5))).isEmpty)
+        // One more failure to start, and it gives up again at once.
+        actions = machine.workerExited(3, termination: .exited(1), stderrTail: nil, now: t0 + .seconds(6))
+        #expect(spawnedWorkers(actions).isEmpty)
+        #expect(resumed(actions) == [3: "workerStartFailed"])
+        #expect(retries(actions) == [t0 + .seconds(11)])
+
+        // A worker that does start serves, and resets the count.
+        #expect(spawnedWorkers(machine.startRetryDue(group: 0, now: t0 + .seconds(11))) == [4])
+        _ = machine.workerReady(4, now: t0 + .seconds(11))
+        #expect(dispatched(machine.submit(request(4), now: t0 + .seconds(11))).map(\.job) == [4])
+        #expect(machine.consecutiveStartFailures == [0])
+        // A retry that comes late, for a group that works, changes nothing.
+        #expect(machine.startRetryDue(group: 0, now: t0 + .seconds(12)).isEmpty)
+    }
+
     @Test func aReadyWorkerResetsTheStartFailureCount() {
         var machine = makeMachine(1, startFailureLimit: 2)
         _ = machine.start(now: t0)

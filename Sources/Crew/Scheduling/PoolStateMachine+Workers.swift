@@ -193,10 +193,14 @@ extension PoolStateMachine {
                 } else {
                     "\(consecutiveStartFailures[worker.group]) workers in a row ended while starting; the last: \(what)"
                 }
+                let retry = startFailureCooldown.map { "; the pool tries again in \($0)" } ?? ""
                 startFailures[worker.group] = CrewError(
-                    .workerStartFailed, "\(groups[worker.group].kind) workers cannot be started: \(detail)",
+                    .workerStartFailed, "\(groups[worker.group].kind) workers cannot be started: \(detail)\(retry)",
                     termination: termination, stderrTail: stderrTail)
                 failUnservable(&actions)
+                if let cooldown = startFailureCooldown {
+                    actions.append(.retryStart(group: worker.group, at: now + cooldown))
+                }
             }
         }
 
@@ -212,6 +216,17 @@ extension PoolStateMachine {
         case .stopped:
             break
         }
+        return actions
+    }
+
+    /// The cool-down of a group that gave up starting workers is over: it takes jobs again and
+    /// starts its minimum of workers. One more failure to start makes it give up again at once.
+    mutating func startRetryDue(group index: Int, now: MonotonicTime) -> [Action] {
+        guard startFailures[index] != nil else { return [] }
+        startFailures[index] = nil
+        consecutiveStartFailures[index] = max(0, startFailureLimit - 1)
+        var actions: [Action] = []
+        replenish(now: now, &actions)
         return actions
     }
 

@@ -73,6 +73,8 @@ struct PoolStateMachine<Waiter, Payload> {
         case release(workerID: Int)
         /// Report ``idleCheck(_:now:)`` for the worker at this time.
         case checkIdle(workerID: Int, at: MonotonicTime)
+        /// Report ``startRetryDue(group:now:)`` at this time: the group gave up starting workers.
+        case retryStart(group: Int, at: MonotonicTime)
         /// Nothing is queued or awaited any more (shutdown may proceed).
         case drained
         /// Every worker has exited (shutdown is complete).
@@ -182,12 +184,18 @@ struct PoolStateMachine<Waiter, Payload> {
     let maxQueued: Int?
     /// How many workers in a row may die while starting before their group gives up.
     let startFailureLimit: Int
+    /// How long a group that gave up waits before it tries one worker again; nil for never.
+    let startFailureCooldown: Duration?
 
-    init(groups: [Group], maxQueued: Int? = nil, startFailureLimit: Int = 3, setup: InitJob? = nil) {
+    init(
+        groups: [Group], maxQueued: Int? = nil, startFailureLimit: Int = 3, startFailureCooldown: Duration? = nil,
+        setup: InitJob? = nil
+    ) {
         precondition(!groups.isEmpty, "a pool needs at least one worker group")
         self.groups = groups
         self.maxQueued = maxQueued
         self.startFailureLimit = startFailureLimit
+        self.startFailureCooldown = startFailureCooldown
         consecutiveStartFailures = Array(repeating: 0, count: groups.count)
         startFailures = Array(repeating: nil, count: groups.count)
         if let setup { initJobs.append(setup) }
