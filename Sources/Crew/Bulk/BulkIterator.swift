@@ -1,49 +1,96 @@
+import DequeModule
 import Synchronization
 
 /// The engine behind `map` and `mapUnordered`: pulls input lazily, keeps at most
 /// `maxInFlight` chunks running as tasks, and hands out finished chunks in input or completion
 /// order. Dropping it cancels whatever still runs.
 ///
+/// The input is a `Sequence`, pulled by whoever starts chunks, or an `AsyncSequence`, pulled by
+/// a feeder task that waits while the pool has no room: either way, at most `maxInFlight` chunks
+/// run or wait to be handed out, plus one chunk's worth of jobs read ahead.
+///
 /// It hands out whole chunks, not single outputs: the public iterators walk a chunk's outputs
 /// themselves, inlined into the caller's module, so an output costs an array read rather than a
 /// lock, a cancellation handler and the runtime's generic metadata look-ups.
 @usableFromInline
-final class BulkIterator<Jobs: Sequence & Sendable>: Sendable where Jobs.Element: Job {
-    @usableFromInline typealias Job = Jobs.Element
-
+final class BulkIterator<J: Job>: Sendable {
     /// A finished chunk: its jobs and their outputs, at the same positions.
     @usableFromInline
     struct Chunk: Sendable {
-        @usableFromInline var jobs: [Job]
-        @usableFromInline var outputs: [Job.Output]
+        @usableFromInline var jobs: [J]
+        @usableFromInline var outputs: [J.Output]
+    }
+
+    /// Where jobs come from.
+    private enum Input {
+        /// Pulls up to so many jobs from a sequence's iterator; called under the lock only.
+        case iterator(@Sendable (Int) -> [J])
+        /// What the feeder task read from an async sequence and no chunk took yet.
+        case stream(buffered: Deque<J>, ended: Bool)
+        /// Every job has been taken.
+        case exhausted
     }
 
     private struct State: ~Copyable {
-        var input: Jobs.Iterator?
+        var input: Input
         var nextChunk = 0
         var running: [Int: Task<Void, Never>] = [:]
-        /// Finished chunks not yet handed out, by chunk index.
+        /// Finished chunks not yet handed out, by chunk index. An async input's own failure is
+        /// recorded as the chunk after the last one it fed.
         var finished: [Int: Result<Chunk, any Error>] = [:]
         /// In ordered mode, the chunk whose items come next.
         var nextToYield = 0
+        /// The consumer, waiting for a finished chunk.
         var waiter: CheckedContinuation<Void, Never>?
+        var feeder: Task<Void, Never>?
         var failed = false
     }
 
-    private let runner: BulkRunner<Jobs>
+    private let runner: BulkRunner<J>
     private let ordered: Bool
     private let state: Mutex<State>
+    /// Where the feeder waits for room. It holds the iterator only weakly meanwhile, so dropping
+    /// the iterator ends everything even while the feeder waits.
+    private let gate = FeederGate()
 
-    init(runner: BulkRunner<Jobs>, ordered: Bool) {
+    /// Runs the jobs of a sequence.
+    init<Jobs: Sequence & Sendable>(_ jobs: Jobs, runner: BulkRunner<J>, ordered: Bool) where Jobs.Element == J {
         self.runner = runner
         self.ordered = ordered
-        state = Mutex(State(input: runner.jobs.makeIterator()))
+        let source = SequenceSource(jobs)
+        state = Mutex(State(input: .iterator { source.pull($0) }))
+    }
+
+    /// Runs the jobs of an async sequence, read by a feeder task.
+    init<Jobs: AsyncSequence & Sendable>(_ jobs: Jobs, runner: BulkRunner<J>, ordered: Bool) where Jobs.Element == J {
+        self.runner = runner
+        self.ordered = ordered
+        state = Mutex(State(input: .stream(buffered: [], ended: false)))
+        let gate = self.gate
+        let feeder = Task { [weak self] in
+            do {
+                for try await job in jobs {
+                    while true {
+                        // Only a weak reference across the wait below.
+                        guard let outcome = self?.offer(job), outcome != .stop else { return }
+                        if outcome == .accepted { break }
+                        await gate.wait()
+                    }
+                }
+                self?.inputEnded(nil)
+            } catch {
+                self?.inputEnded(error)
+            }
+        }
+        state.withLock { $0.feeder = feeder }
     }
 
     deinit {
         state.withLock { state in
             for task in state.running.values { task.cancel() }
+            state.feeder?.cancel()
         }
+        gate.open()
     }
 
     /// The next finished chunk (in input order, or in completion order), or nil at the end.
@@ -57,21 +104,22 @@ final class BulkIterator<Jobs: Sequence & Sendable>: Sendable where Jobs.Element
                         state.finished[index] = nil
                         switch result {
                         case .success(let chunk):
+                            gate.open()  // room for the feeder
                             return (chunk, nil, false)
                         case .failure(let error):
-                            state.failed = true
-                            for task in state.running.values { task.cancel() }
+                            fail(&state)
                             return (nil, error, true)
                         }
                     }
-                    return (nil, nil, state.input == nil && state.running.isEmpty && state.finished.isEmpty)
+                    let inputDone = if case .exhausted = state.input { true } else { false }
+                    return (nil, nil, inputDone && state.running.isEmpty && state.finished.isEmpty)
                 }
                 if let error { throw error }
                 if let chunk { return chunk }
                 if done { return nil }
                 await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
                     let resumeNow = state.withLock { state -> Bool in
-                        if hasFinished(state) || state.running.isEmpty { return true }
+                        if hasFinished(state) || (state.running.isEmpty && !isAwaitingInput(state)) { return true }
                         state.waiter = waiter
                         return false
                     }
@@ -79,10 +127,21 @@ final class BulkIterator<Jobs: Sequence & Sendable>: Sendable where Jobs.Element
                 }
             }
         } onCancel: {
-            state.withLock { state in
-                for task in state.running.values { task.cancel() }
-            }
+            state.withLock { fail(&$0) }
         }
+    }
+
+    /// Stops everything: running chunks, and the feeder.
+    private func fail(_ state: inout State) {
+        state.failed = true
+        for task in state.running.values { task.cancel() }
+        state.feeder?.cancel()
+        gate.open()
+    }
+
+    /// Whether the feeder may still deliver jobs (so an empty pool is not the end).
+    private func isAwaitingInput(_ state: borrowing State) -> Bool {
+        if case .stream(_, ended: false) = state.input { true } else { false }
     }
 
     /// Whether a finished chunk may be handed out now.
@@ -124,27 +183,82 @@ final class BulkIterator<Jobs: Sequence & Sendable>: Sendable where Jobs.Element
         }
     }
 
+    /// Whether another chunk may start.
+    private func hasRoom(_ state: borrowing State) -> Bool {
+        state.running.count + state.finished.count < runner.maxInFlight
+    }
+
     /// The next chunk of input, if there is room for it.
-    private func pullChunk() -> (Int, [Job])? {
-        let limit = runner.maxInFlight
+    private func pullChunk() -> (Int, [J])? {
         let size = runner.chunkSize
-        return state.withLock { (state: inout State) -> (Int, [Job])? in
-            if state.failed || state.input == nil { return nil }
-            if state.running.count + state.finished.count >= limit { return nil }
-            var chunk: [Job] = []
-            chunk.reserveCapacity(size)
-            while chunk.count < size {
-                guard let job = state.input!.next() else {
-                    state.input = nil
-                    break
-                }
-                chunk.append(job)
+        return state.withLock { (state: inout State) -> (Int, [J])? in
+            guard !state.failed, hasRoom(state) else { return nil }
+            var chunk: [J] = []
+            switch state.input {
+            case .exhausted:
+                return nil
+            case .iterator(let pull):
+                chunk = pull(size)
+                if chunk.count < size { state.input = .exhausted }
+            case .stream(var buffered, let ended):
+                // Whatever has arrived goes now (a slow input never waits for a full chunk);
+                // under load, jobs pile up while there is no room and leave in full chunks.
+                chunk.append(contentsOf: buffered.prefix(size))
+                buffered.removeFirst(chunk.count)
+                state.input = ended && buffered.isEmpty ? .exhausted : .stream(buffered: buffered, ended: ended)
+                // There is room for more input now.
+                gate.open()
             }
             if chunk.isEmpty { return nil }
             let index = state.nextChunk
             state.nextChunk += 1
             return (index, chunk)
         }
+    }
+
+    enum Offer { case accepted, full, stop }
+
+    /// The feeder hands over a job: accepted, or `full` while a chunk's worth waits and no chunk
+    /// may start (wait at the gate, then offer again), or `stop` when the run has ended.
+    private func offer(_ job: J) -> Offer {
+        let outcome = state.withLock { state -> Offer in
+            guard !state.failed, case .stream(var buffered, let ended) = state.input else { return .stop }
+            guard buffered.count < runner.chunkSize || hasRoom(state) else { return .full }
+            buffered.append(job)
+            state.input = .stream(buffered: buffered, ended: ended)
+            return .accepted
+        }
+        if outcome == .accepted {
+            startChunks()
+            wakeConsumer()
+        }
+        return outcome
+    }
+
+    /// The async input ended, normally or by throwing: what it fed runs on; its error, if any,
+    /// comes after the outputs of everything it fed.
+    private func inputEnded(_ error: (any Error)?) {
+        state.withLock { state in
+            guard case .stream(let buffered, _) = state.input else { return }
+            if let error {
+                // Everything buffered becomes a chunk of its own first, so the error comes after it.
+                state.input = .stream(buffered: buffered, ended: true)
+                let errorIndex = state.nextChunk + (buffered.isEmpty ? 0 : 1 + (buffered.count - 1) / runner.chunkSize)
+                state.finished[errorIndex] = .failure(error)
+            } else {
+                state.input = buffered.isEmpty ? .exhausted : .stream(buffered: buffered, ended: true)
+            }
+        }
+        startChunks()
+        wakeConsumer()
+    }
+
+    private func wakeConsumer() {
+        let waiter = state.withLock { state in
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
     }
 
     private func finish(_ index: Int, _ result: Result<Chunk, any Error>) {
@@ -155,5 +269,60 @@ final class BulkIterator<Jobs: Sequence & Sendable>: Sendable where Jobs.Element
             return state.waiter
         }
         waiter?.resume()
+    }
+}
+
+/// A one-permit gate between a bulk run and its feeder task: `open` lets the next (or current)
+/// `wait` through; a cancelled task passes at once.
+final class FeederGate: Sendable {
+    private struct State {
+        var permit = false
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+    private let state = Mutex(State())
+
+    func wait() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+                let passNow = state.withLock { state -> Bool in
+                    if state.permit || Task.isCancelled {
+                        state.permit = false
+                        return true
+                    }
+                    state.waiter = waiter
+                    return false
+                }
+                if passNow { waiter.resume() }
+            }
+        } onCancel: {
+            open()
+        }
+    }
+
+    func open() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard let waiter = state.waiter else {
+                state.permit = true
+                return nil
+            }
+            state.waiter = nil
+            return waiter
+        }
+        waiter?.resume()
+    }
+}
+
+/// A sequence's iterator. Only the bulk run's lock serialises access to it, hence unchecked.
+private final class SequenceSource<Jobs: Sequence>: @unchecked Sendable {
+    private var iterator: Jobs.Iterator
+
+    init(_ jobs: Jobs) { iterator = jobs.makeIterator() }
+
+    /// Up to `count` jobs; fewer only at the end of the sequence.
+    func pull(_ count: Int) -> [Jobs.Element] {
+        var jobs: [Jobs.Element] = []
+        jobs.reserveCapacity(count)
+        while jobs.count < count, let job = iterator.next() { jobs.append(job) }
+        return jobs
     }
 }

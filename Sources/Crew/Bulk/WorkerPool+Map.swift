@@ -24,21 +24,54 @@ extension WorkerPool {
     ///   - timeout: the timeout of every job (of every chunk, with chunking).
     public func map<Jobs: Sequence & Sendable>(
         _ jobs: Jobs, maxInFlight: Int? = nil, chunkSize: Int = 1, priority: JobPriority = .normal, timeout: Duration? = nil
-    ) -> MapSequence<Jobs> where Jobs.Element: Job {
-        MapSequence(
-            runner: BulkRunner(pool: self, jobs: jobs, maxInFlight: maxInFlight ?? defaultMaxInFlight, chunkSize: chunkSize,
-                               priority: priority, timeout: timeout),
-            ordered: true)
+    ) -> MapSequence<Jobs.Element> where Jobs.Element: Job {
+        let runner = bulkRunner(Jobs.Element.self, maxInFlight, chunkSize, priority, timeout)
+        return MapSequence { BulkIterator(jobs, runner: runner, ordered: true) }
+    }
+
+    /// Runs every job an async sequence delivers and returns their outputs in input order, as an
+    /// async sequence: for jobs that arrive over time (from a socket, a queue, another pipeline).
+    ///
+    /// A feeder task reads the input while the pool has room, and waits while it has none, so a
+    /// fast input never fills memory either. A chunk goes as soon as the pool has room, with the
+    /// jobs that have arrived by then (at most `chunkSize`): a slow input never waits for a full
+    /// chunk, and under load jobs leave in full chunks. If the input throws, its error comes after
+    /// the outputs of every job it delivered.
+    ///
+    /// ```swift
+    /// for try await thumbnail in pool.map(uploads.map { Thumbnail(of: $0) }) {
+    ///     try await store.save(thumbnail)
+    /// }
+    /// ```
+    public func map<Jobs: AsyncSequence & Sendable>(
+        _ jobs: Jobs, maxInFlight: Int? = nil, chunkSize: Int = 1, priority: JobPriority = .normal, timeout: Duration? = nil
+    ) -> MapSequence<Jobs.Element> where Jobs.Element: Job {
+        let runner = bulkRunner(Jobs.Element.self, maxInFlight, chunkSize, priority, timeout)
+        return MapSequence { BulkIterator(jobs, runner: runner, ordered: true) }
     }
 
     /// Runs every job of `jobs` and yields each job with its output as soon as it finishes
-    /// (completion order), as an async sequence. Same lazy, bounded input as ``map(_:maxInFlight:chunkSize:priority:timeout:)``.
+    /// (completion order), as an async sequence. Same lazy, bounded input as ``map(_:maxInFlight:chunkSize:priority:timeout:)-5p6ew``.
     public func mapUnordered<Jobs: Sequence & Sendable>(
         _ jobs: Jobs, maxInFlight: Int? = nil, chunkSize: Int = 1, priority: JobPriority = .normal, timeout: Duration? = nil
-    ) -> MapUnorderedSequence<Jobs> where Jobs.Element: Job {
-        MapUnorderedSequence(
-            runner: BulkRunner(pool: self, jobs: jobs, maxInFlight: maxInFlight ?? defaultMaxInFlight, chunkSize: chunkSize,
-                               priority: priority, timeout: timeout))
+    ) -> MapUnorderedSequence<Jobs.Element> where Jobs.Element: Job {
+        let runner = bulkRunner(Jobs.Element.self, maxInFlight, chunkSize, priority, timeout)
+        return MapUnorderedSequence { BulkIterator(jobs, runner: runner, ordered: false) }
+    }
+
+    /// Runs every job an async sequence delivers and yields each job with its output as soon as
+    /// it finishes (completion order). Same feeding as the async ``map(_:maxInFlight:chunkSize:priority:timeout:)-2o8vd``.
+    public func mapUnordered<Jobs: AsyncSequence & Sendable>(
+        _ jobs: Jobs, maxInFlight: Int? = nil, chunkSize: Int = 1, priority: JobPriority = .normal, timeout: Duration? = nil
+    ) -> MapUnorderedSequence<Jobs.Element> where Jobs.Element: Job {
+        let runner = bulkRunner(Jobs.Element.self, maxInFlight, chunkSize, priority, timeout)
+        return MapUnorderedSequence { BulkIterator(jobs, runner: runner, ordered: false) }
+    }
+
+    private func bulkRunner<J: Job>(
+        _ type: J.Type, _ maxInFlight: Int?, _ chunkSize: Int, _ priority: JobPriority, _ timeout: Duration?
+    ) -> BulkRunner<J> {
+        BulkRunner(pool: self, maxInFlight: maxInFlight ?? defaultMaxInFlight, chunkSize: chunkSize, priority: priority, timeout: timeout)
     }
 
     private var defaultMaxInFlight: Int {
@@ -46,22 +79,21 @@ extension WorkerPool {
     }
 }
 
-/// The outputs of ``WorkerPool/map(_:maxInFlight:chunkSize:priority:timeout:)``, in input order.
-public struct MapSequence<Jobs: Sequence & Sendable>: AsyncSequence, Sendable where Jobs.Element: Job {
-    public typealias Element = Jobs.Element.Output
-    let runner: BulkRunner<Jobs>
-    let ordered: Bool
+/// The outputs of ``WorkerPool/map(_:maxInFlight:chunkSize:priority:timeout:)-5p6ew``, in input order.
+public struct MapSequence<J: Job>: AsyncSequence, Sendable {
+    public typealias Element = J.Output
+    let start: @Sendable () -> BulkIterator<J>
 
-    public func makeAsyncIterator() -> Iterator { Iterator(state: BulkIterator(runner: runner, ordered: ordered)) }
+    public func makeAsyncIterator() -> Iterator { Iterator(state: start()) }
 
     /// Pulls outputs; cancels what still runs when it goes away.
     public struct Iterator: AsyncIteratorProtocol {
-        @usableFromInline let state: BulkIterator<Jobs>
+        @usableFromInline let state: BulkIterator<J>
         /// The chunk being handed out, and the position of its next output.
         @usableFromInline var outputs: [Element] = []
         @usableFromInline var position = 0
 
-        init(state: BulkIterator<Jobs>) { self.state = state }
+        init(state: BulkIterator<J>) { self.state = state }
 
         @inlinable
         public mutating func next() async throws -> Element? {
@@ -76,22 +108,22 @@ public struct MapSequence<Jobs: Sequence & Sendable>: AsyncSequence, Sendable wh
     }
 }
 
-/// The jobs and outputs of ``WorkerPool/mapUnordered(_:maxInFlight:chunkSize:priority:timeout:)``, in completion order.
-public struct MapUnorderedSequence<Jobs: Sequence & Sendable>: AsyncSequence, Sendable where Jobs.Element: Job {
-    public typealias Element = (job: Jobs.Element, output: Jobs.Element.Output)
-    let runner: BulkRunner<Jobs>
+/// The jobs and outputs of ``WorkerPool/mapUnordered(_:maxInFlight:chunkSize:priority:timeout:)-7a2ab``, in completion order.
+public struct MapUnorderedSequence<J: Job>: AsyncSequence, Sendable {
+    public typealias Element = (job: J, output: J.Output)
+    let start: @Sendable () -> BulkIterator<J>
 
-    public func makeAsyncIterator() -> Iterator { Iterator(state: BulkIterator(runner: runner, ordered: false)) }
+    public func makeAsyncIterator() -> Iterator { Iterator(state: start()) }
 
     /// Pulls outputs; cancels what still runs when it goes away.
     public struct Iterator: AsyncIteratorProtocol {
-        @usableFromInline let state: BulkIterator<Jobs>
+        @usableFromInline let state: BulkIterator<J>
         /// The chunk being handed out (its jobs and outputs), and the position of its next item.
-        @usableFromInline var jobs: [Jobs.Element] = []
-        @usableFromInline var outputs: [Jobs.Element.Output] = []
+        @usableFromInline var jobs: [J] = []
+        @usableFromInline var outputs: [J.Output] = []
         @usableFromInline var position = 0
 
-        init(state: BulkIterator<Jobs>) { self.state = state }
+        init(state: BulkIterator<J>) { self.state = state }
 
         @inlinable
         public mutating func next() async throws -> Element? {
@@ -108,19 +140,17 @@ public struct MapUnorderedSequence<Jobs: Sequence & Sendable>: AsyncSequence, Se
 }
 
 /// What a bulk run needs to start its chunks.
-struct BulkRunner<Jobs: Sequence & Sendable>: Sendable where Jobs.Element: Job {
+struct BulkRunner<J: Job>: Sendable {
     let pool: WorkerPool
-    let jobs: Jobs
     let maxInFlight: Int
     let chunkSize: Int
     let priority: JobPriority
     let timeout: Duration?
 
-    init(pool: WorkerPool, jobs: Jobs, maxInFlight: Int, chunkSize: Int, priority: JobPriority, timeout: Duration?) {
+    init(pool: WorkerPool, maxInFlight: Int, chunkSize: Int, priority: JobPriority, timeout: Duration?) {
         precondition(maxInFlight >= 1, "maxInFlight must be at least 1")
         precondition(chunkSize >= 1, "chunkSize must be at least 1")
         self.pool = pool
-        self.jobs = jobs
         self.maxInFlight = maxInFlight
         self.chunkSize = chunkSize
         self.priority = priority
@@ -128,7 +158,7 @@ struct BulkRunner<Jobs: Sequence & Sendable>: Sendable where Jobs.Element: Job {
     }
 
     /// Runs one chunk; one job alone goes as itself, several as a ``JobBatch``.
-    func run(_ chunk: [Jobs.Element]) async throws -> [Jobs.Element.Output] {
+    func run(_ chunk: [J]) async throws -> [J.Output] {
         if chunk.count == 1 {
             return [try await pool.run(chunk[0], priority: priority, timeout: timeout)]
         }
@@ -136,14 +166,14 @@ struct BulkRunner<Jobs: Sequence & Sendable>: Sendable where Jobs.Element: Job {
         if result.failures.isEmpty && result.outputs.count == chunk.count { return result.outputs }
         guard let outcomes = result.outcomes(count: chunk.count) else {
             throw CrewError(.undecodableOutput, "a chunk of \(chunk.count) jobs returned \(result.outputs.count) outputs and \(result.failures.count) failures",
-                            jobName: Jobs.Element.jobName)
+                            jobName: J.jobName)
         }
         return try outcomes.map { outcome in
             switch outcome {
             case .success(let output):
                 return output
             case .failure(var error):
-                error.jobName = Jobs.Element.jobName
+                error.jobName = J.jobName
                 throw error
             }
         }

@@ -1,0 +1,118 @@
+import Crew
+import CrewTestJobs
+import Glibc
+import Testing
+
+/// An async sequence of `Add(n, 1000)` that counts how far it has been pulled.
+struct CountingAsyncJobs: AsyncSequence, Sendable {
+    let count: Int
+    let pulled: Recorder
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        var next = 0
+        let count: Int
+        let pulled: Recorder
+
+        mutating func next() async -> Add? {
+            guard next < count else { return nil }
+            defer { next += 1 }
+            pulled.append(next)
+            return Add(next, 1000)
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(count: count, pulled: pulled) }
+}
+
+/// The error an input stream ends with.
+struct InputBroke: Error {}
+
+extension ProcessTests {
+    @Suite struct AsyncMap {
+        @Test(arguments: [1, 8])
+        func mapOverAnAsyncSequenceKeepsInputOrder(chunkSize: Int) async throws {
+            try await withPool(.processes(2)) { pool in
+                let (jobs, input) = AsyncStream.makeStream(of: Add.self)
+                let producer = Task {
+                    for value in 0..<300 { input.yield(Add(value, 1)) }
+                    input.finish()
+                }
+                var outputs: [Int] = []
+                for try await output in pool.map(jobs, chunkSize: chunkSize) { outputs.append(output) }
+                #expect(outputs == (0..<300).map { $0 + 1 })
+                await producer.value
+            }
+        }
+
+        @Test func anAsyncInputIsReadOnlyWhileThePoolHasRoom() async throws {
+            try await withPool(.processes(1)) { pool in
+                let pulled = Recorder()
+                var iterator = pool.map(CountingAsyncJobs(count: 1_000_000, pulled: pulled), maxInFlight: 4).makeAsyncIterator()
+                for expected in 0..<10 {
+                    let output = try await iterator.next()
+                    #expect(output == expected + 1000)
+                }
+                try await Task.sleep(for: .milliseconds(100))
+                // Ten consumed, four running or done, one read ahead, one in the feeder's hand.
+                #expect(pulled.values.count <= 16)
+            }
+        }
+
+        @Test func aSlowInputDoesNotWaitForAFullChunk() async throws {
+            try await withPool(.processes(1)) { pool in
+                let (jobs, input) = AsyncStream.makeStream(of: Echo.self)
+                var iterator = pool.map(jobs, chunkSize: 100).makeAsyncIterator()
+                // Each job's output comes back before the next job exists.
+                for value in 0..<5 {
+                    input.yield(Echo(value))
+                    let output = try await iterator.next()
+                    #expect(output == value)
+                }
+                input.finish()
+                let end = try await iterator.next()
+                #expect(end == nil)
+            }
+        }
+
+        @Test func anInputThatThrowsEndsTheMapAfterTheOutputsOfItsJobs() async throws {
+            try await withPool(.processes(2)) { pool in
+                let (jobs, input) = AsyncThrowingStream.makeStream(of: Echo.self)
+                for value in 1...5 { input.yield(Echo(value)) }
+                input.finish(throwing: InputBroke())
+                var outputs: [Int] = []
+                await #expect(throws: InputBroke.self) {
+                    for try await output in pool.map(jobs, chunkSize: 2) { outputs.append(output) }
+                }
+                #expect(outputs == [1, 2, 3, 4, 5])
+            }
+        }
+
+        @Test func mapUnorderedOverAnAsyncSequenceYieldsInCompletionOrder() async throws {
+            try await withPool(.processes(2)) { pool in
+                let (jobs, input) = AsyncStream.makeStream(of: Sleep.self)
+                for milliseconds in [400, 10, 10] { input.yield(Sleep(milliseconds: milliseconds)) }
+                input.finish()
+                var order: [Int] = []
+                for try await (job, _) in pool.mapUnordered(jobs, maxInFlight: 2) { order.append(job.milliseconds) }
+                #expect(order.count == 3)
+                #expect(order.last == 400)
+            }
+        }
+
+        @Test func droppingTheIteratorStopsTheFeederAndTheJobs() async throws {
+            try await withPool(.processes(2)) { pool in
+                let pulled = Recorder()
+                do {
+                    var iterator = pool.map(CountingAsyncJobs(count: .max, pulled: pulled), maxInFlight: 4).makeAsyncIterator()
+                    for _ in 0..<5 { _ = try await iterator.next() }
+                }
+                // The endless input is read no further, and nothing of it runs any more.
+                #expect(await eventually { pool.snapshot().workers.allSatisfy { $0.currentJobs.isEmpty } })
+                let count = pulled.values.count
+                try await Task.sleep(for: .milliseconds(200))
+                #expect(pulled.values.count == count)
+                #expect(count <= 5 + 4 + 2)
+            }
+        }
+    }
+}
