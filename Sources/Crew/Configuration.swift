@@ -17,7 +17,7 @@ public struct Workers: Sendable, ExpressibleByArrayLiteral {
         public var minimum: Int
         /// The most workers the group starts; more start on demand while jobs wait, up to this.
         public var maximum: Int
-        /// Tags the group's workers carry; a job may require one (``WorkerPool/run(_:priority:timeout:requiring:)``).
+        /// Tags the group's workers carry; a job may require one (``WorkerPool/run(_:priority:timeout:requiring:retry:)``).
         public var tags: Set<String> = []
         /// How many jobs one worker runs at once. Async, I/O-bound jobs may share a worker; CPU-bound
         /// jobs want 1. Default: 1.
@@ -148,7 +148,7 @@ extension WorkerPool {
         public var arguments: [String] = []
         /// Extra environment variables for worker processes (added to the parent's). Default: none.
         public var environment: [String: String] = [:]
-        /// The most jobs that may wait for a worker. When it is reached, ``WorkerPool/run(_:priority:timeout:requiring:)``
+        /// The most jobs that may wait for a worker. When it is reached, ``WorkerPool/run(_:priority:timeout:requiring:retry:)``
         /// suspends until there is room and ``WorkerPool/trySubmit(_:priority:timeout:requiring:)`` fails with
         /// ``CrewError/Code/queueFull``. Default: no limit.
         public var maxQueued: Int?

@@ -31,7 +31,7 @@ public protocol Job: Codable, Sendable {
     /// Does the work. Runs in a worker: another process, for a process worker.
     ///
     /// - Parameter context: the worker's identity, a logger and cancellation state.
-    /// - Returns: the result, sent back to the caller of ``WorkerPool/run(_:priority:timeout:)``.
+    /// - Returns: the result, sent back to the caller of ``WorkerPool/run(_:priority:timeout:requiring:retry:)``.
     /// - Throws: any error; the caller receives a ``CrewError`` with code ``CrewError/Code/jobFailed``
     ///   that names the error's type and describes it.
     func run(in context: JobContext) async throws -> Output

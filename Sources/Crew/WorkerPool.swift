@@ -70,6 +70,7 @@ public final class WorkerPool: Sendable {
     ///   - jobs: the job types the pool runs.
     ///   - configuration: timing, limits, the worker executable, logging.
     ///   - setup: a job every new worker runs before it takes work.
+    ///   - isolation: the caller's actor, which `body` runs on.
     ///   - body: what to do with the pool.
     /// - Returns: what `body` returns.
     /// - Throws: what `body` throws, or a ``CrewError`` if the pool cannot start.
@@ -119,8 +120,12 @@ public final class WorkerPool: Sendable {
 
     /// Runs `job` on one particular worker (Looppool's `worker_num`): for per-worker state.
     ///
-    /// - Parameter workerID: a worker's ``PoolSnapshot/Worker/id`` or ``JobContext/workerID``. If that
-    ///   worker is gone, or ends before the job runs, the call fails with ``CrewError/Code/noEligibleWorker``.
+    /// - Parameters:
+    ///   - job: the job.
+    ///   - workerID: a worker's ``PoolSnapshot/Worker/id`` or ``JobContext/workerID``. If that
+    ///     worker is gone, or ends before the job runs, the call fails with ``CrewError/Code/noEligibleWorker``.
+    ///   - priority: higher priorities start first.
+    ///   - timeout: the longest the job may run once the worker has taken it; nil for no limit.
     public func run<J: Job>(_ job: J, on workerID: Int, priority: JobPriority = .normal, timeout: Duration? = nil) async throws -> J.Output {
         try await execute(job, priority: priority, timeout: timeout, requirement: .worker(workerID), retry: nil)
     }

@@ -51,7 +51,7 @@ extension WorkerPool {
     }
 
     /// Runs every job of `jobs` and yields each job with its output as soon as it finishes
-    /// (completion order), as an async sequence. Same lazy, bounded input as ``map(_:maxInFlight:chunkSize:priority:timeout:)-5p6ew``.
+    /// (completion order), as an async sequence. Same lazy, bounded input as `map` over a sequence.
     public func mapUnordered<Jobs: Sequence & Sendable>(
         _ jobs: Jobs, maxInFlight: Int? = nil, chunkSize: Int = 1, priority: JobPriority = .normal, timeout: Duration? = nil
     ) -> MapUnorderedSequence<Jobs.Element> where Jobs.Element: Job {
@@ -60,7 +60,7 @@ extension WorkerPool {
     }
 
     /// Runs every job an async sequence delivers and yields each job with its output as soon as
-    /// it finishes (completion order). Same feeding as the async ``map(_:maxInFlight:chunkSize:priority:timeout:)-2o8vd``.
+    /// it finishes (completion order). Same feeding as `map` over an async sequence.
     public func mapUnordered<Jobs: AsyncSequence & Sendable>(
         _ jobs: Jobs, maxInFlight: Int? = nil, chunkSize: Int = 1, priority: JobPriority = .normal, timeout: Duration? = nil
     ) -> MapUnorderedSequence<Jobs.Element> where Jobs.Element: Job {
@@ -79,7 +79,7 @@ extension WorkerPool {
     }
 }
 
-/// The outputs of ``WorkerPool/map(_:maxInFlight:chunkSize:priority:timeout:)-5p6ew``, in input order.
+/// The outputs of a ``WorkerPool``'s `map`, in input order.
 public struct MapSequence<J: Job>: AsyncSequence, Sendable {
     public typealias Element = J.Output
     let start: @Sendable () -> BulkIterator<J>
@@ -108,7 +108,7 @@ public struct MapSequence<J: Job>: AsyncSequence, Sendable {
     }
 }
 
-/// The jobs and outputs of ``WorkerPool/mapUnordered(_:maxInFlight:chunkSize:priority:timeout:)-7a2ab``, in completion order.
+/// The jobs and outputs of a ``WorkerPool``'s `mapUnordered`, in completion order.
 public struct MapUnorderedSequence<J: Job>: AsyncSequence, Sendable {
     public typealias Element = (job: J, output: J.Output)
     let start: @Sendable () -> BulkIterator<J>
