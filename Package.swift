@@ -1,12 +1,14 @@
-// swift-tools-version:6.1
+// swift-tools-version:6.2
 import PackageDescription
 
 /// Settings shared by every Swift target: Swift 6 language mode is the package default; these
-/// upcoming features keep imports and existentials explicit.
+/// upcoming features keep imports and existentials explicit, and a warning fails the build (of
+/// this package's targets only, not of its dependencies).
 let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("MemberImportVisibility"),
     .enableUpcomingFeature("InternalImportsByDefault"),
+    .treatAllWarnings(as: .error),
 ]
 
 let package = Package(
