@@ -31,10 +31,11 @@ public struct Workers: Sendable, ExpressibleByArrayLiteral {
         /// Retire a worker after it ran this many jobs (its replacement starts while it runs its
         /// last one). Default: never.
         public var maxJobsPerWorker: Int?
-        /// Retire a worker this long after it started. Default: never.
+        /// Retire a worker this long after it started; it serves on until its successor is ready.
+        /// Default: never.
         public var maxAge: Duration?
         /// Process workers only: retire a worker whose resident memory exceeds this many bytes,
-        /// checked after each of its jobs. Default: no limit.
+        /// checked after each of its jobs; it serves on until its successor is ready. Default: no limit.
         public var maxResidentBytes: Int?
 
         /// A group of `minimum...maximum` workers of `kind`.

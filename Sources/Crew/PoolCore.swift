@@ -354,7 +354,7 @@ final class PoolCore: Sendable {
                 workerReported(workerID, processID: pid, messages)
                 if let memoryLimit, let resident = residentSetSize(of: pid), resident > memoryLimit {
                     update {
-                        $0.retire(workerID, because: "its resident memory (\(resident >> 20) MiB) exceeded \(memoryLimit >> 20) MiB", now: .now())
+                        $0.handOver(workerID, because: "its resident memory (\(resident >> 20) MiB) exceeded \(memoryLimit >> 20) MiB", now: .now())
                     }
                 }
             },

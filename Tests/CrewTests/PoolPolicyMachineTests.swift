@@ -139,27 +139,47 @@ import Testing
         #expect(released(machine.jobEnded(2, on: 1, done, now: at(3))!) == [1])
     }
 
-    @Test func aWorkerRetiresAtItsMaximumAge() {
+    @Test func aWorkerPastItsMaximumAgeServesUntilItsSuccessorIsReady() {
         var machine = Machine(groups: [Group(kind: .process, minimum: 1, maximum: 1, maxAge: .seconds(60))])
         _ = machine.start(now: at(0))
         _ = machine.workerReady(1, now: at(0))
         _ = machine.submit(request(1), now: at(0))
-        let actions = machine.jobEnded(1, on: 1, done, now: at(61_000))!
-        #expect(released(actions) == [1])
-        #expect(spawned(actions).map(\.worker) == [2])
+        let aged = machine.jobEnded(1, on: 1, done, now: at(61_000))!
+        #expect(spawned(aged).map(\.worker) == [2])
+        #expect(released(aged).isEmpty)
+        // No dip in capacity: the old worker still takes jobs while its successor starts.
+        #expect(dispatched(machine.submit(request(2), now: at(61_001))).map(\.worker) == [1])
+        #expect(spawned(machine.jobEnded(2, on: 1, done, now: at(61_002))!).isEmpty)  // one successor only
+        let ready = machine.workerReady(2, now: at(61_005))
+        #expect(released(ready) == [1])
+        #expect(dispatched(machine.submit(request(3), now: at(61_006))).map(\.worker) == [2])
     }
 
-    @Test func aRetirementForMemoryWaitsForTheWorkersJobs() {
+    @Test func aMemoryHandOverWaitsForTheWorkersJobs() {
         var machine = Machine(groups: [Group(kind: .process, minimum: 1, maximum: 1, jobsPerWorker: 2)])
         _ = machine.start(now: at(0))
         _ = machine.workerReady(1, now: at(0))
         _ = machine.submit(request(1), now: at(0))
         _ = machine.submit(request(2), now: at(0))
         _ = machine.jobEnded(1, on: 1, done, now: at(1))
-        let retire = machine.retire(1, because: "memory", now: at(1))
-        #expect(spawned(retire).map(\.worker) == [2])
-        #expect(released(retire).isEmpty)  // job 2 still runs there
-        #expect(released(machine.jobEnded(2, on: 1, done, now: at(2))!) == [1])
+        let handOver = machine.handOver(1, because: "memory", now: at(1))
+        #expect(spawned(handOver).map(\.worker) == [2])
+        #expect(dispatched(machine.submit(request(3), now: at(1))).map(\.worker) == [1])
+        #expect(released(machine.workerReady(2, now: at(2))).isEmpty)  // jobs 2 and 3 still run there
+        _ = machine.jobEnded(2, on: 1, done, now: at(3))
+        #expect(released(machine.jobEnded(3, on: 1, done, now: at(4))!) == [1])
+    }
+
+    @Test func aSuccessorThatDiesStartingLeavesItsPredecessorServing() {
+        var machine = Machine(groups: [Group(kind: .process, minimum: 1, maximum: 1)])
+        _ = machine.start(now: at(0))
+        _ = machine.workerReady(1, now: at(0))
+        #expect(spawned(machine.handOver(1, because: "memory", now: at(1))).map(\.worker) == [2])
+        let died = machine.workerExited(2, termination: .exited(1), stderrTail: nil, now: at(2))
+        #expect(spawned(died).isEmpty)  // worker 1 is still there and serving
+        #expect(dispatched(machine.submit(request(1), now: at(3))).map(\.worker) == [1])
+        // The next check tries again.
+        #expect(spawned(machine.handOver(1, because: "memory", now: at(4))).map(\.worker) == [3])
     }
 
     // MARK: Init jobs

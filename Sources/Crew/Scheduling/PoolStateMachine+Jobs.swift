@@ -205,7 +205,7 @@ extension PoolStateMachine {
         if let waiter = job.waiter { actions.append(.resume(waiter, result)) }
         let group = groups[worker.group]
         if let maxAge = group.maxAge, worker.startedAt + maxAge <= now, worker.acceptsJobs {
-            retire(workerID, because: "it reached its maximum age of \(maxAge)", now: now, &actions)
+            handOver(workerID, because: "it reached its maximum age of \(maxAge)", now: now, &actions)
         }
         slotFreed(workerID, now: now, &actions)
         checkDrained(&actions)
@@ -245,7 +245,7 @@ extension PoolStateMachine {
         let group = groups[worker.group]
         var actions: [Action] = []
         if let maxAge = group.maxAge, worker.startedAt + maxAge <= now {
-            retire(workerID, because: "it reached its maximum age of \(maxAge)", now: now, &actions)
+            handOver(workerID, because: "it reached its maximum age of \(maxAge)", now: now, &actions)
         } else if let timeout = group.idleTimeout, idleSince + timeout <= now, activeCount(inGroup: worker.group) > group.minimum {
             stop(workerID, .idle, release: true, now: now, &actions)
         }
@@ -263,10 +263,24 @@ extension PoolStateMachine {
         if worker.inFlight.isEmpty { slotFreed(workerID, now: now, &actions) }
     }
 
+    /// Replaces a worker without a dip in capacity: its successor starts now, and the worker
+    /// serves on until the successor is ready, then retires. Nothing happens if a successor is
+    /// already starting, or if the group's workers keep failing to start (it serves on then).
+    mutating func handOver(_ workerID: Int, because reason: String, now: MonotonicTime, _ actions: inout [Action]) {
+        guard let worker = workers[workerID], worker.acceptsJobs, worker.successor == nil,
+              startFailures[worker.group] == nil, consecutiveStartFailures[worker.group] < startFailureLimit,
+              lifecycle == .running || lifecycle == .draining
+        else { return }
+        let successor = nextWorkerID
+        spawn(group: worker.group, now: now, &actions)
+        workers[workerID]!.successor = successor
+        workers[successor]!.retireOnReady = (workerID, reason)
+    }
+
     /// The pool found a process worker over its memory limit between jobs.
-    mutating func retire(_ workerID: Int, because reason: String, now: MonotonicTime) -> [Action] {
+    mutating func handOver(_ workerID: Int, because reason: String, now: MonotonicTime) -> [Action] {
         var actions: [Action] = []
-        retire(workerID, because: reason, now: now, &actions)
+        handOver(workerID, because: reason, now: now, &actions)
         return actions
     }
 

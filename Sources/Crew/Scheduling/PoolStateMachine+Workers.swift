@@ -48,9 +48,16 @@ extension PoolStateMachine {
         }
         worker.phase = .ready
         worker.idleSince = now
+        let predecessor = worker.retireOnReady
+        worker.retireOnReady = nil
         workers[workerID] = worker
         consecutiveStartFailures[worker.group] = 0
         for _ in 0..<groups[worker.group].slotsPerWorker { freeSlots.append(workerID) }
+        // A hand-over is complete: the worker this one replaces retires now.
+        if let (old, reason) = predecessor, workers[old]?.successor == workerID {
+            workers[old]!.successor = nil
+            retire(old, because: reason, now: now, &actions)
+        }
         slotFreedAfterStart(workerID, now: now, &actions)
     }
 
@@ -147,6 +154,8 @@ extension PoolStateMachine {
     ) -> [Action] {
         guard let worker = workers.removeValue(forKey: workerID) else { return [] }
         freeSlots.removeAll { $0 == workerID }
+        // A successor that never became ready: its predecessor serves on, and hands over later.
+        if let (old, _) = worker.retireOnReady, workers[old]?.successor == workerID { workers[old]!.successor = nil }
         var actions: [Action] = []
         let reason: StopReason? = if case .stopping(let reason) = worker.phase { reason } else { nil }
         let what = termination.map { "its process \($0)" } ?? "it could not be started"

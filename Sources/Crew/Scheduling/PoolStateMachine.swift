@@ -121,6 +121,10 @@ struct PoolStateMachine<Waiter, Payload> {
         var jobsDispatched = 0
         var startedAt: MonotonicTime
         var idleSince: MonotonicTime?
+        /// The worker starting up to take this one's place; this one serves on until it is ready.
+        var successor: Int?
+        /// For a successor: the worker to retire once this one is ready, and why.
+        var retireOnReady: (workerID: Int, reason: String)?
 
         var acceptsJobs: Bool { phase == .ready }
         var isActive: Bool {
