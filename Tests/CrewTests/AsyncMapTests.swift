@@ -87,6 +87,74 @@ extension ProcessTests {
             }
         }
 
+        @Test(arguments: [true, false])
+        func anInputErrorComesAfterEveryOutputInEitherOrder(ordered: Bool) async throws {
+            try await withPool(.processes(2)) { pool in
+                let (jobs, input) = AsyncThrowingStream.makeStream(of: Sleep.self)
+                for _ in 0..<5 { input.yield(Sleep(milliseconds: 100)) }
+                input.finish(throwing: InputBroke())
+                var count = 0
+                await #expect(throws: InputBroke.self) {
+                    if ordered {
+                        for try await _ in pool.map(jobs) { count += 1 }
+                    } else {
+                        for try await _ in pool.mapUnordered(jobs) { count += 1 }
+                    }
+                }
+                #expect(count == 5)
+            }
+        }
+
+        @Test func anInputErrorWithOneChunkInFlightDoesNotStallTheMap() async throws {
+            try await withPool(.processes(1)) { pool in
+                let (jobs, input) = AsyncThrowingStream.makeStream(of: Echo.self)
+                input.yield(Echo(1))
+                input.yield(Echo(2))
+                input.finish(throwing: InputBroke())
+                var outputs: [Int] = []
+                await #expect(throws: InputBroke.self) {
+                    for try await output in pool.map(jobs, maxInFlight: 1) { outputs.append(output) }
+                }
+                #expect(outputs == [1, 2])
+            }
+        }
+
+        @Test func aCancelledConsumerReturnsEvenIfItsInputIgnoresCancellation() async throws {
+            try await withPool(.processes(1)) { pool in
+                // An input that waits 300 ms per job whatever happens.
+                let stubborn = AsyncStream<Echo>(unfolding: {
+                    let clock = ContinuousClock()
+                    let end = clock.now + .milliseconds(300)
+                    while clock.now < end { try? await Task.sleep(until: end) }
+                    return Echo(1)
+                })
+                let consumer = Task {
+                    var count = 0
+                    for try await _ in pool.map(stubborn) { count += 1 }
+                    return count
+                }
+                try await Task.sleep(for: .milliseconds(100))
+                consumer.cancel()
+                await expectCrewError(.cancelled) { try await consumer.value }
+            }
+        }
+
+        @Test func cancellingAMapOverAStreamIsNotANormalEnd() async throws {
+            try await withPool(.processes(1)) { pool in
+                let (jobs, input) = AsyncStream.makeStream(of: Echo.self)
+                input.yield(Echo(1))
+                let consumer = Task {
+                    var outputs: [Int] = []
+                    for try await output in pool.map(jobs) { outputs.append(output) }
+                    return outputs
+                }
+                try await Task.sleep(for: .milliseconds(200))
+                consumer.cancel()
+                await expectCrewError(.cancelled) { try await consumer.value }
+                input.finish()
+            }
+        }
+
         @Test func mapUnorderedOverAnAsyncSequenceYieldsInCompletionOrder() async throws {
             try await withPool(.processes(2)) { pool in
                 let (jobs, input) = AsyncStream.makeStream(of: Sleep.self)

@@ -43,7 +43,12 @@ final class BulkIterator<J: Job>: Sendable {
         /// The consumer, waiting for a finished chunk.
         var waiter: CheckedContinuation<Void, Never>?
         var feeder: Task<Void, Never>?
+        /// The async input's own error: thrown once everything it delivered has been handed out.
+        var inputError: (any Error)?
+        /// A chunk failed, the consumer was cancelled, or the run was dropped: nothing more starts.
         var failed = false
+        /// The consumer got the end or an error: further calls return nil.
+        var ended = false
     }
 
     private let runner: BulkRunner<J>
@@ -93,6 +98,7 @@ final class BulkIterator<J: Job>: Sendable {
         gate.open()
     }
 
+
     /// The next finished chunk (in input order, or in completion order), or nil at the end.
     @usableFromInline
     func nextChunk() async throws -> Chunk? {
@@ -100,6 +106,7 @@ final class BulkIterator<J: Job>: Sendable {
             while true {
                 startChunks()
                 let (chunk, error, done): (Chunk?, (any Error)?, Bool) = state.withLock { state in
+                    if state.ended { return (nil, nil, true) }
                     if let (index, result) = takeFinished(&state) {
                         state.finished[index] = nil
                         switch result {
@@ -107,19 +114,27 @@ final class BulkIterator<J: Job>: Sendable {
                             gate.open()  // room for the feeder
                             return (chunk, nil, false)
                         case .failure(let error):
-                            fail(&state)
+                            state.ended = true
+                            _ = fail(&state)
                             return (nil, error, true)
                         }
                     }
+                    if state.failed {
+                        // Cancelled (a failed chunk was handed out above).
+                        state.ended = true
+                        return (nil, CrewError(.cancelled, "the map was cancelled", jobName: J.jobName), true)
+                    }
                     let inputDone = if case .exhausted = state.input { true } else { false }
-                    return (nil, nil, inputDone && state.running.isEmpty && state.finished.isEmpty)
+                    guard inputDone && state.running.isEmpty && state.finished.isEmpty else { return (nil, nil, false) }
+                    state.ended = true
+                    return (nil, state.inputError, true)
                 }
                 if let error { throw error }
                 if let chunk { return chunk }
                 if done { return nil }
                 await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
                     let resumeNow = state.withLock { state -> Bool in
-                        if hasFinished(state) || (state.running.isEmpty && !isAwaitingInput(state)) { return true }
+                        if state.failed || hasFinished(state) || (state.running.isEmpty && !isAwaitingInput(state)) { return true }
                         state.waiter = waiter
                         return false
                     }
@@ -127,16 +142,19 @@ final class BulkIterator<J: Job>: Sendable {
                 }
             }
         } onCancel: {
-            state.withLock { fail(&$0) }
+            state.withLock { fail(&$0) }?.resume()
         }
     }
 
-    /// Stops everything: running chunks, and the feeder.
-    private func fail(_ state: inout State) {
+    /// Stops everything: running chunks, and the feeder. Returns the consumer's continuation, for
+    /// the caller to resume after unlocking.
+    private func fail(_ state: inout State) -> CheckedContinuation<Void, Never>? {
         state.failed = true
         for task in state.running.values { task.cancel() }
         state.feeder?.cancel()
         gate.open()
+        defer { state.waiter = nil }
+        return state.waiter
     }
 
     /// Whether the feeder may still deliver jobs (so an empty pool is not the end).
@@ -239,15 +257,11 @@ final class BulkIterator<J: Job>: Sendable {
     /// comes after the outputs of everything it fed.
     private func inputEnded(_ error: (any Error)?) {
         state.withLock { state in
-            guard case .stream(let buffered, _) = state.input else { return }
-            if let error {
-                // Everything buffered becomes a chunk of its own first, so the error comes after it.
-                state.input = .stream(buffered: buffered, ended: true)
-                let errorIndex = state.nextChunk + (buffered.isEmpty ? 0 : 1 + (buffered.count - 1) / runner.chunkSize)
-                state.finished[errorIndex] = .failure(error)
-            } else {
-                state.input = buffered.isEmpty ? .exhausted : .stream(buffered: buffered, ended: true)
-            }
+            // After a failure or cancellation, an input that stops (an AsyncStream ends when its
+            // reader is cancelled) is no news.
+            guard !state.failed, case .stream(let buffered, _) = state.input else { return }
+            state.inputError = error
+            state.input = buffered.isEmpty ? .exhausted : .stream(buffered: buffered, ended: true)
         }
         startChunks()
         wakeConsumer()
