@@ -31,7 +31,7 @@ final class PoolCore: Sendable {
         var timeouts: [UInt64: Supervisor.TimerID] = [:]
         /// Each worker's pending idle check: a new one replaces it, so a worker that goes idle
         /// thousands of times a second holds one timer, not thousands.
-        var idleChecks: [Int: Supervisor.TimerID] = [:]
+        var idleChecks: [Int: (timer: Supervisor.TimerID, at: MonotonicTime)] = [:]
     }
     private let state: Mutex<State>
 
@@ -169,8 +169,14 @@ final class PoolCore: Sendable {
                 let timer = Supervisor.shared.schedule(at: at) { [weak self] in
                     self?.update { $0.idleCheck(workerID, now: .now()) }
                 }
-                let replaced = state.withLock { $0.idleChecks.updateValue(timer, forKey: workerID) }
-                if let replaced { Supervisor.shared.cancel(replaced) }
+                // Keep the later of two checks: an earlier one would find the worker busy since
+                // and not come back. (Two can race here for in-process workers.)
+                let dropped = state.withLock { state -> Supervisor.TimerID? in
+                    if let existing = state.idleChecks[workerID], existing.at > at { return timer }
+                    defer { state.idleChecks[workerID] = (timer, at) }
+                    return state.idleChecks[workerID]?.timer
+                }
+                if let dropped { Supervisor.shared.cancel(dropped) }
             case .retryStart(let group, let at):
                 Supervisor.shared.schedule(at: at) { [weak self] in
                     self?.update { $0.startRetryDue(group: group, now: .now()) }
@@ -323,18 +329,22 @@ final class PoolCore: Sendable {
     }
 
     private func workerExited(_ workerID: Int, termination: CrewError.Termination?, stderrTail: String?) {
-        update { machine in
-            let expected: Bool = if case .stopping = machine.workers[workerID]?.phase { true } else { false }
+        var timers: [Supervisor.TimerID] = []
+        perform(state.withLock { state in
+            let expected: Bool = if case .stopping = state.machine.workers[workerID]?.phase { true } else { false }
             if !expected, let termination {
                 logger.warning("crew: worker \(workerID) died: \(termination)")
             }
-            return machine.workerExited(workerID, termination: termination, stderrTail: stderrTail, now: .now())
-        }
-        let idleCheck = state.withLock { state in
-            state.handles.removeValue(forKey: workerID)
-            return state.idleChecks.removeValue(forKey: workerID)
-        }
-        if let idleCheck { Supervisor.shared.cancel(idleCheck) }
+            // The jobs it held end here, without an answer: their timeouts go with them.
+            for jobID in state.machine.workers[workerID]?.inFlight ?? [] {
+                if let timer = state.timeouts.removeValue(forKey: jobID) { timers.append(timer) }
+            }
+            if let timer = state.idleChecks.removeValue(forKey: workerID)?.timer { timers.append(timer) }
+            let actions = state.machine.workerExited(workerID, termination: termination, stderrTail: stderrTail, now: .now())
+            return (actions, state.handles)
+        })
+        state.withLock { _ = $0.handles.removeValue(forKey: workerID) }
+        for timer in timers { Supervisor.shared.cancel(timer) }
     }
 
     private func callbacks(for workerID: Int, pid: Int32, memoryLimit: Int?) -> ProcessWorker.Callbacks {

@@ -56,6 +56,11 @@ extension ProcessTests {
                 }
                 // Without cancellation, 2,100 ten-minute timers would wait here.
                 #expect(Supervisor.shared.pendingTimerCount <= before + 4)
+                // Nor do jobs that end with their worker's death, without an answer.
+                for _ in 0..<3 {
+                    await expectCrewError(.workerCrashed) { try await pool.run(Crash(.sigkill), timeout: .seconds(600)) }
+                }
+                #expect(Supervisor.shared.pendingTimerCount <= before + 4)
             }
         }
 

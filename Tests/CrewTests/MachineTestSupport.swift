@@ -37,3 +37,13 @@ func released(_ actions: [TestMachine.Action]) -> [Int] {
 func retries(_ actions: [TestMachine.Action]) -> [MonotonicTime] {
     actions.compactMap { if case .retryStart(_, let at) = $0 { at } else { nil } }
 }
+
+/// The workers the actions kill.
+func killed(_ actions: [TestMachine.Action]) -> [Int] {
+    actions.compactMap { if case .kill(let workerID) = $0 { workerID } else { nil } }
+}
+
+/// The workers the actions schedule an idle check for.
+func idleChecks(_ actions: [TestMachine.Action]) -> [Int] {
+    actions.compactMap { if case .checkIdle(let workerID, _) = $0 { workerID } else { nil } }
+}

@@ -182,6 +182,50 @@ import Testing
         #expect(spawned(machine.handOver(1, because: "memory", now: at(4))).map(\.worker) == [3])
     }
 
+    @Test func loweringTheMaximumEndsAStartingSuccessorAndTheHandOverStartsAgain() {
+        var machine = Machine(groups: [Group(kind: .process, minimum: 1, maximum: 1)])
+        _ = machine.start(now: at(0))
+        _ = machine.workerReady(1, now: at(0))
+        #expect(spawned(machine.handOver(1, because: "memory", now: at(1))).map(\.worker) == [2])
+        let lowered = machine.setLimits(group: 0, minimum: 1, maximum: 1, now: at(2))
+        #expect(killed(lowered) == [2])  // the starting successor, not a stranded "retiring" one
+        _ = machine.workerExited(2, termination: .signaled(9), stderrTail: nil, now: at(3))
+        #expect(machine.workers.count == 1)
+        #expect(spawned(machine.handOver(1, because: "memory", now: at(4))).map(\.worker) == [3])
+    }
+
+    @Test func anIdleWorkerPastItsAgeIsLookedAtAgainWhenItsSuccessorDies() {
+        var machine = Machine(groups: [Group(kind: .process, minimum: 1, maximum: 1, maxAge: .seconds(60))])
+        _ = machine.start(now: at(0))
+        _ = machine.workerReady(1, now: at(0))
+        #expect(spawned(machine.idleCheck(1, now: at(60_000))).map(\.worker) == [2])
+        let died = machine.workerExited(2, termination: .exited(1), stderrTail: nil, now: at(60_010))
+        #expect(idleChecks(died) == [1])
+        #expect(spawned(machine.idleCheck(1, now: at(60_010))).map(\.worker) == [3])
+    }
+
+    @Test func anIdleWorkerPastItsAgeAboveTheMinimumJustGoes() {
+        var machine = Machine(groups: [Group(kind: .process, minimum: 0, maximum: 1, maxAge: .seconds(60))])
+        _ = machine.start(now: at(0))
+        _ = machine.submit(request(1), now: at(0))
+        _ = machine.workerReady(1, now: at(0))
+        _ = machine.jobEnded(1, on: 1, done, now: at(1))
+        let check = machine.idleCheck(1, now: at(60_000))
+        #expect(released(check) == [1])
+        #expect(spawned(check).isEmpty)
+    }
+
+    @Test func workersThatFailAfterTheirGroupGaveUpScheduleNoMoreRetries() {
+        var machine = Machine(
+            groups: [Group(kind: .process, minimum: 3, maximum: 3)], startFailureLimit: 2, startFailureCooldown: .seconds(5))
+        _ = machine.start(now: at(0))
+        var retryTimes: [MonotonicTime] = []
+        for (index, worker) in [1, 2, 3].enumerated() {
+            retryTimes += retries(machine.workerExited(worker, termination: .exited(1), stderrTail: nil, now: at(UInt64(index * 50))))
+        }
+        #expect(retryTimes == [at(50) + .seconds(5)])
+    }
+
     // MARK: Init jobs
 
     @Test func theSetupJobRunsBeforeWorkAndItsFailureCountsAsAFailedStart() {

@@ -243,10 +243,18 @@ extension PoolStateMachine {
             return []
         }
         let group = groups[worker.group]
+        let aboveMinimum = activeCount(inGroup: worker.group) > group.minimum
         var actions: [Action] = []
         if let maxAge = group.maxAge, worker.startedAt + maxAge <= now {
+            // Idle and too old: above the minimum it just goes; otherwise a successor takes over.
+            if aboveMinimum {
+                stop(workerID, .idle, release: true, now: now, &actions)
+                return actions
+            }
             handOver(workerID, because: "it reached its maximum age of \(maxAge)", now: now, &actions)
-        } else if let timeout = group.idleTimeout, idleSince + timeout <= now, activeCount(inGroup: worker.group) > group.minimum {
+            if workers[workerID]?.successor != nil { return actions }
+        }
+        if let timeout = group.idleTimeout, idleSince + timeout <= now, aboveMinimum {
             stop(workerID, .idle, release: true, now: now, &actions)
         }
         return actions

@@ -108,7 +108,11 @@ extension PoolStateMachine {
         let members = workers.values.filter { $0.group == index && $0.isActive }
             .sorted { ($0.inFlight.count, $1.id) < ($1.inFlight.count, $0.id) }
         for worker in members where excess > 0 {
-            if worker.inFlight.isEmpty && worker.acceptsJobs {
+            if worker.phase.isStartingUp {
+                // Not serving yet: end it (a retiring phase would strand it, as only a starting
+                // worker becomes ready).
+                stop(worker.id, .idle, release: false, now: now, &actions)
+            } else if worker.inFlight.isEmpty && worker.acceptsJobs {
                 stop(worker.id, .idle, release: true, now: now, &actions)
             } else {
                 workers[worker.id]!.phase = .retiring("the pool's maximum was lowered")
@@ -154,9 +158,15 @@ extension PoolStateMachine {
     ) -> [Action] {
         guard let worker = workers.removeValue(forKey: workerID) else { return [] }
         freeSlots.removeAll { $0 == workerID }
-        // A successor that never became ready: its predecessor serves on, and hands over later.
-        if let (old, _) = worker.retireOnReady, workers[old]?.successor == workerID { workers[old]!.successor = nil }
         var actions: [Action] = []
+        // A successor that never became ready: its predecessor serves on, and hands over later
+        // (after its next job, or at once if it is idle: nothing else would look at it again).
+        if let (old, _) = worker.retireOnReady, workers[old]?.successor == workerID {
+            workers[old]!.successor = nil
+            if workers[old]!.inFlight.isEmpty && workers[old]!.acceptsJobs {
+                actions.append(.checkIdle(workerID: old, at: now))
+            }
+        }
         let reason: StopReason? = if case .stopping(let reason) = worker.phase { reason } else { nil }
         let what = termination.map { "its process \($0)" } ?? "it could not be started"
 
@@ -203,11 +213,14 @@ extension PoolStateMachine {
                     "\(consecutiveStartFailures[worker.group]) workers in a row ended while starting; the last: \(what)"
                 }
                 let retry = startFailureCooldown.map { "; the pool tries again in \($0)" } ?? ""
+                let newlyGivenUp = startFailures[worker.group] == nil
                 startFailures[worker.group] = CrewError(
                     .workerStartFailed, "\(groups[worker.group].kind) workers cannot be started: \(detail)\(retry)",
                     termination: termination, stderrTail: stderrTail)
                 failUnservable(&actions)
-                if let cooldown = startFailureCooldown {
+                // One retry per give-up: workers that were starting with this one and fail later
+                // must not cut the cool-down short.
+                if newlyGivenUp, let cooldown = startFailureCooldown {
                     actions.append(.retryStart(group: worker.group, at: now + cooldown))
                 }
             }
