@@ -114,7 +114,8 @@ extension ProcessTests {
             defer { unlink(gate) }
             try await withPool(.processes(1), { $0.maxQueued = 2 }) { pool in
                 let busy = Task { try await pool.run(WaitForFile(path: gate)) }
-                #expect(await eventually { pool.snapshot().freeSlots == 0 && pool.queuedJobCount == 0 })
+                // The gate job runs (not merely "nothing is free": that holds before the worker is ready).
+                #expect(await eventually { pool.snapshot().workers.first?.currentJobs.map(\.name) == [WaitForFile.jobName] })
                 let queued = (0..<2).map { value in Task { try await pool.run(Echo(value)) } }
                 #expect(await eventually { pool.queuedJobCount == 2 })
                 await expectCrewError(.queueFull) { try await pool.trySubmit(Echo(9)) }

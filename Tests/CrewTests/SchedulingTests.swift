@@ -61,7 +61,7 @@ extension ProcessTests {
             defer { unlink(gate) }
             try await withTestPool(1) { pool in
                 let blocker = Task { try await pool.run(WaitForFile(path: gate)) }
-                #expect(await eventually { pool.snapshot().freeSlots == 0 && pool.queuedJobCount == 0 })
+                #expect(await eventually { pool.snapshot().workers.first?.currentJobs.map(\.name) == [WaitForFile.jobName] })
                 let queued = Task { try await pool.run(Echo(1)) }
                 #expect(await eventually { pool.queuedJobCount == 1 })
                 queued.cancel()

@@ -178,10 +178,20 @@ final class BulkIterator<J: Job>: Sendable {
     }
 
     /// Pulls input and starts chunks until `maxInFlight` run (finished but unconsumed ones count).
+    /// Both the consumer and the feeder call it.
     private func startChunks() {
-        while let (index, chunk) = pullChunk() {
+        while launchChunk() {}
+    }
+
+    /// Pulls one chunk and starts its task, registered as running in the same critical section:
+    /// a chunk is never between the input and `running`, where the end of the run could be
+    /// declared without it, or room counted twice. Returns false if there was nothing to start.
+    private func launchChunk() -> Bool {
+        state.withLock { (state: inout State) -> Bool in
+            guard let (index, chunk) = pullChunk(&state) else { return false }
             let runner = self.runner
-            let task = Task { [weak self] in
+            // The task cannot finish before it is registered: `finish` needs this lock.
+            state.running[index] = Task { [weak self] in
                 let result: Result<Chunk, any Error>
                 do {
                     result = .success(Chunk(jobs: chunk, outputs: try await runner.run(chunk)))
@@ -190,14 +200,7 @@ final class BulkIterator<J: Job>: Sendable {
                 }
                 self?.finish(index, result)
             }
-            track(task, index)
-        }
-    }
-
-    private func track(_ task: Task<Void, Never>, _ index: Int) {
-        state.withLock { (state: inout State) in
-            // The task may have finished already; only track it while it runs.
-            if state.finished[index] == nil { state.running[index] = task }
+            return true
         }
     }
 
@@ -207,31 +210,29 @@ final class BulkIterator<J: Job>: Sendable {
     }
 
     /// The next chunk of input, if there is room for it.
-    private func pullChunk() -> (Int, [J])? {
+    private func pullChunk(_ state: inout State) -> (Int, [J])? {
         let size = runner.chunkSize
-        return state.withLock { (state: inout State) -> (Int, [J])? in
-            guard !state.failed, hasRoom(state) else { return nil }
-            var chunk: [J] = []
-            switch state.input {
-            case .exhausted:
-                return nil
-            case .iterator(let pull):
-                chunk = pull(size)
-                if chunk.count < size { state.input = .exhausted }
-            case .stream(var buffered, let ended):
-                // Whatever has arrived goes now (a slow input never waits for a full chunk);
-                // under load, jobs pile up while there is no room and leave in full chunks.
-                chunk.append(contentsOf: buffered.prefix(size))
-                buffered.removeFirst(chunk.count)
-                state.input = ended && buffered.isEmpty ? .exhausted : .stream(buffered: buffered, ended: ended)
-                // There is room for more input now.
-                gate.open()
-            }
-            if chunk.isEmpty { return nil }
-            let index = state.nextChunk
-            state.nextChunk += 1
-            return (index, chunk)
+        guard !state.failed, hasRoom(state) else { return nil }
+        var chunk: [J] = []
+        switch state.input {
+        case .exhausted:
+            return nil
+        case .iterator(let pull):
+            chunk = pull(size)
+            if chunk.count < size { state.input = .exhausted }
+        case .stream(var buffered, let ended):
+            // Whatever has arrived goes now (a slow input never waits for a full chunk);
+            // under load, jobs pile up while there is no room and leave in full chunks.
+            chunk.append(contentsOf: buffered.prefix(size))
+            buffered.removeFirst(chunk.count)
+            state.input = ended && buffered.isEmpty ? .exhausted : .stream(buffered: buffered, ended: ended)
+            // There is room for more input now.
+            gate.open()
         }
+        if chunk.isEmpty { return nil }
+        let index = state.nextChunk
+        state.nextChunk += 1
+        return (index, chunk)
     }
 
     enum Offer { case accepted, full, stop }
