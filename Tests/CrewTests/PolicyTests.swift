@@ -330,6 +330,9 @@ extension ProcessTests {
                 #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 2 })
                 held.cancel()
                 await expectCrewError(.cancelled) { try await held.value }
+                // The caller hears at once; the worker drops the held job when the cancel frame
+                // reaches it. Open the gate only then, or the job could start first.
+                #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 1 })
                 openGate(gate)
                 let first = try await running.value
                 #expect(first == pid)  // the crash job never ran
