@@ -25,14 +25,18 @@ final class BulkIterator<J: Job>: Sendable {
     private enum Input {
         /// Pulls up to so many jobs from a sequence's iterator; called under the lock only.
         case iterator(@Sendable (Int) -> [J])
-        /// What the feeder task read from an async sequence and no chunk took yet.
-        case stream(buffered: Deque<J>, ended: Bool)
+        /// An async sequence, read by the feeder task into `buffered`; `ended` once it
+        /// has delivered its last job.
+        case stream(ended: Bool)
         /// Every job has been taken.
         case exhausted
     }
 
     private struct State: ~Copyable {
         var input: Input
+        /// What the feeder read and no chunk took yet. Kept out of `input` so that it changes in
+        /// place: a deque copied out of an enum payload would be copied whole on every job.
+        var buffered: Deque<J> = []
         var nextChunk = 0
         var running: [Int: Task<Void, Never>] = [:]
         /// Finished chunks not yet handed out, by chunk index. An async input's own failure is
@@ -70,7 +74,7 @@ final class BulkIterator<J: Job>: Sendable {
     init<Jobs: AsyncSequence & Sendable>(_ jobs: Jobs, runner: BulkRunner<J>, ordered: Bool) where Jobs.Element == J {
         self.runner = runner
         self.ordered = ordered
-        state = Mutex(State(input: .stream(buffered: [], ended: false)))
+        state = Mutex(State(input: .stream(ended: false)))
         let gate = self.gate
         let feeder = Task { [weak self] in
             do {
@@ -159,7 +163,7 @@ final class BulkIterator<J: Job>: Sendable {
 
     /// Whether the feeder may still deliver jobs (so an empty pool is not the end).
     private func isAwaitingInput(_ state: borrowing State) -> Bool {
-        if case .stream(_, ended: false) = state.input { true } else { false }
+        if case .stream(ended: false) = state.input { true } else { false }
     }
 
     /// Whether a finished chunk may be handed out now.
@@ -220,12 +224,12 @@ final class BulkIterator<J: Job>: Sendable {
         case .iterator(let pull):
             chunk = pull(size)
             if chunk.count < size { state.input = .exhausted }
-        case .stream(var buffered, let ended):
+        case .stream(let ended):
             // Whatever has arrived goes now (a slow input never waits for a full chunk);
             // under load, jobs pile up while there is no room and leave in full chunks.
-            chunk.append(contentsOf: buffered.prefix(size))
-            buffered.removeFirst(chunk.count)
-            state.input = ended && buffered.isEmpty ? .exhausted : .stream(buffered: buffered, ended: ended)
+            chunk.append(contentsOf: state.buffered.prefix(size))
+            state.buffered.removeFirst(chunk.count)
+            if ended && state.buffered.isEmpty { state.input = .exhausted }
             // There is room for more input now.
             gate.open()
         }
@@ -241,10 +245,9 @@ final class BulkIterator<J: Job>: Sendable {
     /// may start (wait at the gate, then offer again), or `stop` when the run has ended.
     private func offer(_ job: J) -> Offer {
         let outcome = state.withLock { state -> Offer in
-            guard !state.failed, case .stream(var buffered, let ended) = state.input else { return .stop }
-            guard buffered.count < runner.chunkSize || hasRoom(state) else { return .full }
-            buffered.append(job)
-            state.input = .stream(buffered: buffered, ended: ended)
+            guard !state.failed, case .stream = state.input else { return .stop }
+            guard state.buffered.count < runner.chunkSize || hasRoom(state) else { return .full }
+            state.buffered.append(job)
             return .accepted
         }
         if outcome == .accepted {
@@ -260,9 +263,9 @@ final class BulkIterator<J: Job>: Sendable {
         state.withLock { state in
             // After a failure or cancellation, an input that stops (an AsyncStream ends when its
             // reader is cancelled) is no news.
-            guard !state.failed, case .stream(let buffered, _) = state.input else { return }
+            guard !state.failed, case .stream = state.input else { return }
             state.inputError = error
-            state.input = buffered.isEmpty ? .exhausted : .stream(buffered: buffered, ended: true)
+            state.input = state.buffered.isEmpty ? .exhausted : .stream(ended: true)
         }
         startChunks()
         wakeConsumer()

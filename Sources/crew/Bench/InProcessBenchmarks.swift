@@ -27,16 +27,7 @@ enum InProcessBenchmarks {
 
     /// Tiny jobs on two thread workers, many in flight: jobs per second, per repetition.
     static func threadThroughput(_ settings: BenchSettings) async throws -> [String: [Double]] {
-        try await withBenchPool(.threads(2)) { pool in
-            _ = try await PoolBenchmarks.runConcurrently(pool, jobs: settings.throughputJobs / 10, inFlight: settings.inFlight)
-            var rates: [Double] = []
-            for _ in 0..<settings.repetitions {
-                let start = monotonicNanoseconds()
-                let jobs = try await PoolBenchmarks.runConcurrently(pool, jobs: settings.throughputJobs, inFlight: settings.inFlight)
-                rates.append(Double(jobs) / seconds(since: start))
-            }
-            return ["thread_jobs_per_s": rates]
-        }
+        ["thread_jobs_per_s": try await PoolBenchmarks.concurrentRates(.threads(2), settings)]
     }
 
     /// The same tiny jobs through `map` on two process workers, `chunkSize` jobs per message:

@@ -36,7 +36,13 @@ enum PoolBenchmarks {
     /// with `settings.inFlight` outstanding: jobs per second, per repetition.
     static func throughput(_ settings: BenchSettings) async throws -> [String: [Double]] {
         // Each worker holds the next jobs while it runs one (prefetch), so frames batch.
-        try await withBenchPool(Workers.processes(2).prefetch(32)) { pool in
+        ["process_jobs_per_s": try await concurrentRates(Workers.processes(2).prefetch(32), settings)]
+    }
+
+    /// `settings.throughputJobs` Noops through a new pool of `workers`, after a warm-up of a
+    /// tenth as many: jobs per second, per repetition.
+    static func concurrentRates(_ workers: Workers, _ settings: BenchSettings) async throws -> [Double] {
+        try await withBenchPool(workers) { pool in
             _ = try await runConcurrently(pool, jobs: settings.throughputJobs / 10, inFlight: settings.inFlight)
             var rates: [Double] = []
             for _ in 0..<settings.repetitions {
@@ -44,7 +50,7 @@ enum PoolBenchmarks {
                 let jobs = try await runConcurrently(pool, jobs: settings.throughputJobs, inFlight: settings.inFlight)
                 rates.append(Double(jobs) / seconds(since: start))
             }
-            return ["process_jobs_per_s": rates]
+            return rates
         }
     }
 
