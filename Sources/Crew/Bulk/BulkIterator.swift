@@ -62,12 +62,13 @@ final class BulkIterator<J: Job>: Sendable {
     /// the iterator ends everything even while the feeder waits.
     private let gate = FeederGate()
 
-    /// Runs the jobs of a sequence.
-    init<Jobs: Sequence & Sendable>(_ jobs: Jobs, runner: BulkRunner<J>, ordered: Bool) where Jobs.Element == J {
+    /// Runs the jobs that `pull` returns: up to so many at a time, fewer only at the end.
+    /// `pull` is called under the run's lock only.
+    @usableFromInline
+    init(pull: @escaping @Sendable (Int) -> [J], runner: BulkRunner<J>, ordered: Bool) {
         self.runner = runner
         self.ordered = ordered
-        let source = SequenceSource(jobs)
-        state = Mutex(State(input: .iterator { source.pull($0) }))
+        state = Mutex(State(input: .iterator(pull)))
     }
 
     /// Runs the jobs of an async sequence, read by a feeder task.
@@ -330,13 +331,20 @@ final class FeederGate: Sendable {
     }
 }
 
-/// A sequence's iterator. Only the bulk run's lock serialises access to it, hence unchecked.
-private final class SequenceSource<Jobs: Sequence>: @unchecked Sendable {
-    private var iterator: Jobs.Iterator
+/// A sequence's iterator. Only the bulk run's lock serialises access to it, hence unchecked
+/// (and no exclusivity checks, which would cost a runtime call per job).
+///
+/// Inlinable, so that `map`, inlined into the caller's module, pulls jobs with code specialised
+/// for the caller's sequence rather than through the generic witnesses of `Sequence` and `Array`.
+@usableFromInline
+final class SequenceSource<Jobs: Sequence>: @unchecked Sendable {
+    @usableFromInline @exclusivity(unchecked) var iterator: Jobs.Iterator
 
+    @inlinable
     init(_ jobs: Jobs) { iterator = jobs.makeIterator() }
 
     /// Up to `count` jobs; fewer only at the end of the sequence.
+    @inlinable
     func pull(_ count: Int) -> [Jobs.Element] {
         var jobs: [Jobs.Element] = []
         jobs.reserveCapacity(count)

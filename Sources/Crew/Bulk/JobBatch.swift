@@ -9,13 +9,17 @@ struct JobBatch<Element: Job>: Job {
     func run(in context: JobContext) async throws -> BatchResult<Element.Output> {
         var result = BatchResult<Element.Output>()
         result.outputs.reserveCapacity(jobs.count)
-        for (index, job) in jobs.enumerated() {
+        // An index loop: `enumerated()` would look up the metadata of its (offset, element)
+        // tuple at every step, in this generic code that is never specialised.
+        var index = 0
+        while index < jobs.count {
             try context.checkCancellation()
             do {
-                result.outputs.append(try await job.run(in: context))
+                result.outputs.append(try await jobs[index].run(in: context))
             } catch {
                 result.failures.append(.init(index: index, type: String(reflecting: Swift.type(of: error)), message: String(describing: error)))
             }
+            index += 1
         }
         return result
     }

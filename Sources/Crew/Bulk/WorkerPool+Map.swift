@@ -22,11 +22,15 @@ extension WorkerPool {
     ///   - chunkSize: how many jobs travel together. Default: 1.
     ///   - priority: the priority of every job.
     ///   - timeout: the timeout of every job (of every chunk, with chunking).
+    @inlinable
     public func map<Jobs: Sequence & Sendable>(
         _ jobs: Jobs, maxInFlight: Int? = nil, chunkSize: Int = 1, priority: JobPriority = .normal, timeout: Duration? = nil
     ) -> MapSequence<Jobs.Element> where Jobs.Element: Job {
         let runner = bulkRunner(Jobs.Element.self, maxInFlight, chunkSize, priority, timeout)
-        return MapSequence { BulkIterator(jobs, runner: runner, ordered: true) }
+        return MapSequence {
+            let source = SequenceSource(jobs)
+            return BulkIterator(pull: { source.pull($0) }, runner: runner, ordered: true)
+        }
     }
 
     /// Runs every job an async sequence delivers and returns their outputs in input order, as an
@@ -52,11 +56,15 @@ extension WorkerPool {
 
     /// Runs every job of `jobs` and yields each job with its output as soon as it finishes
     /// (completion order), as an async sequence. Same lazy, bounded input as `map` over a sequence.
+    @inlinable
     public func mapUnordered<Jobs: Sequence & Sendable>(
         _ jobs: Jobs, maxInFlight: Int? = nil, chunkSize: Int = 1, priority: JobPriority = .normal, timeout: Duration? = nil
     ) -> MapUnorderedSequence<Jobs.Element> where Jobs.Element: Job {
         let runner = bulkRunner(Jobs.Element.self, maxInFlight, chunkSize, priority, timeout)
-        return MapUnorderedSequence { BulkIterator(jobs, runner: runner, ordered: false) }
+        return MapUnorderedSequence {
+            let source = SequenceSource(jobs)
+            return BulkIterator(pull: { source.pull($0) }, runner: runner, ordered: false)
+        }
     }
 
     /// Runs every job an async sequence delivers and yields each job with its output as soon as
@@ -68,7 +76,8 @@ extension WorkerPool {
         return MapUnorderedSequence { BulkIterator(jobs, runner: runner, ordered: false) }
     }
 
-    private func bulkRunner<J: Job>(
+    @usableFromInline
+    func bulkRunner<J: Job>(
         _ type: J.Type, _ maxInFlight: Int?, _ chunkSize: Int, _ priority: JobPriority, _ timeout: Duration?
     ) -> BulkRunner<J> {
         BulkRunner(pool: self, maxInFlight: maxInFlight ?? defaultMaxInFlight, chunkSize: chunkSize, priority: priority, timeout: timeout)
@@ -83,6 +92,9 @@ extension WorkerPool {
 public struct MapSequence<J: Job>: AsyncSequence, Sendable {
     public typealias Element = J.Output
     let start: @Sendable () -> BulkIterator<J>
+
+    @usableFromInline
+    init(start: @escaping @Sendable () -> BulkIterator<J>) { self.start = start }
 
     public func makeAsyncIterator() -> Iterator { Iterator(state: start()) }
 
@@ -113,6 +125,9 @@ public struct MapUnorderedSequence<J: Job>: AsyncSequence, Sendable {
     public typealias Element = (job: J, output: J.Output)
     let start: @Sendable () -> BulkIterator<J>
 
+    @usableFromInline
+    init(start: @escaping @Sendable () -> BulkIterator<J>) { self.start = start }
+
     public func makeAsyncIterator() -> Iterator { Iterator(state: start()) }
 
     /// Pulls outputs; cancels what still runs when it goes away.
@@ -140,6 +155,7 @@ public struct MapUnorderedSequence<J: Job>: AsyncSequence, Sendable {
 }
 
 /// What a bulk run needs to start its chunks.
+@usableFromInline
 struct BulkRunner<J: Job>: Sendable {
     let pool: WorkerPool
     let maxInFlight: Int
