@@ -12,7 +12,8 @@ public struct JobCatalog: Sendable, ExpressibleByArrayLiteral {
     public let names: [String]
 
     /// A catalog of the given job types.
-    /// - Precondition: no two types share a ``Job/jobName``.
+    /// - Precondition: no two types share a ``Job/jobName``, and every job and output type that
+    ///   is ``PlainData`` holds only numbers.
     public init(_ types: [any Job.Type]) {
         var entries: [String: JobEntry] = [:]
         var names: [String] = []
@@ -47,12 +48,22 @@ struct JobEntry: Sendable {
     }
 
     let name: String
+    /// The layouts of the job and output types that are ``PlainData``, which the handshake
+    /// compares; empty if neither is.
+    let layout: String
     let run: @Sendable ([UInt8], JobContext) async -> Result<[UInt8], Failure>
 
     static func batch<J: Job>(of type: J.Type) -> JobEntry { JobEntry(JobBatch<J>.self) }
 
     init<J: Job>(_ type: J.Type) {
         name = J.jobName
+        layout = [("job", J.self as Any.Type), ("output", J.Output.self)].compactMap { role, type in
+            switch PlainDataLayout.ofAny(type) {
+            case nil: nil
+            case .success(let layout)?: "\(role) \(layout.size) \(layout.signature)"
+            case .failure(let problem)?: preconditionFailure("\(J.jobName): \(problem.message)")
+            }
+        }.joined(separator: "; ")
         run = { arguments, context in
             let job: J
             do {

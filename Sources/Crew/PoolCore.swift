@@ -382,10 +382,16 @@ final class PoolCore: Sendable {
         guard hello.version == WireProtocol.version else {
             return "the worker speaks protocol version \(hello.version), this pool \(WireProtocol.version) (mismatched builds)"
         }
-        let offered = Set(hello.jobNames)
-        let missing = catalog.names.filter { !offered.contains($0) }
+        let offered = Dictionary(zip(hello.jobNames, hello.jobLayouts), uniquingKeysWith: { first, _ in first })
+        let missing = catalog.names.filter { offered[$0] == nil }
         guard missing.isEmpty else {
             return "the worker's catalog lacks \(missing.joined(separator: ", ")) (mismatched builds, or a worker executable with another catalog)"
+        }
+        for name in catalog.names {
+            let layout = catalog.entries[name]?.layout ?? ""
+            if let theirs = offered[name], theirs != layout {
+                return "the worker lays out the plain data of \(name) as \"\(theirs)\", this pool as \"\(layout)\" (mismatched builds)"
+            }
         }
         return nil
     }

@@ -10,6 +10,7 @@ public enum TestJobs {
         Echo.self, Add.self, Sleep.self, Fail.self, Crash.self, Spin.self, BlockingSleep.self,
         Picky.self, Garbage.self, WhoAmI.self, Blob.self, Nested.self, Stamp.self,
         SetState.self, GetState.self, Hoard.self, CrashOnce.self, ThreadName.self, WaitForFile.self, LoggerMetadata.self, ExitWhileFileExists.self,
+        PlainPoint.self, WeightedTotal.self,
     ]
 }
 
@@ -282,5 +283,38 @@ public struct ExitWhileFileExists: Job {
     public func run(in context: JobContext) async throws -> Int {
         if access(path, F_OK) == 0 { exit(3) }
         return 0
+    }
+}
+
+/// A `PlainData` job with a `PlainData` output: both travel as their bytes.
+public struct PlainPoint: Job, PlainData, Equatable {
+    public var x: Double
+    public var y: Double
+    public init(x: Double, y: Double) { self.x = x; self.y = y }
+    public func run(in context: JobContext) async throws -> Moments { Moments(sum: x + y, product: x * y, count: 2) }
+}
+
+/// What `PlainPoint` answers.
+public struct Moments: PlainData, Equatable {
+    public var sum: Double
+    public var product: Double
+    public var count: Int32
+    public init(sum: Double, product: Double, count: Int32) { self.sum = sum; self.product = product; self.count = count }
+}
+
+/// One value with a weight; 12 bytes with a stride of 16, so arrays of it are copied value by value.
+public struct Sample: PlainData, Equatable {
+    public var value: Int64
+    public var weight: Int32
+    public init(value: Int64, weight: Int32) { self.value = value; self.weight = weight }
+}
+
+/// An ordinary job holding an array of plain data.
+public struct WeightedTotal: Job {
+    public var label: String
+    public var samples: [Sample]
+    public init(label: String, samples: [Sample]) { self.label = label; self.samples = samples }
+    public func run(in context: JobContext) async throws -> String {
+        "\(label)=\(samples.reduce(0) { $0 + $1.value * Int64($1.weight) })"
     }
 }

@@ -30,7 +30,7 @@ import Testing
 
     @Test func workerMessagesRoundTrip() throws {
         var writer = FrameWriter()
-        let hello = Hello(version: WireProtocol.version, processID: 42, workerID: 3, jobNames: ["A", "B.C"])
+        let hello = Hello(version: WireProtocol.version, processID: 42, workerID: 3, jobNames: ["A", "B.C"], jobLayouts: ["", "job 8 {value:Int64}"])
         writer.write(WorkerMessage.hello(hello))
         writer.write(WorkerMessage.result(jobID: 5, output: [4, 5]))
         writer.write(WorkerMessage.failure(jobID: 6, kind: .undecodableArguments, errorType: "E", message: "bad"))

@@ -141,6 +141,13 @@ struct BinaryReader {
         case _ where BinaryFormat.isBulk(tag):
             let (start, count) = try readBulkHeader(&p, limit, tag)
             return start + count * BinaryFormat.bulkWidth(tag)
+        case BinaryFormat.tagPlain:
+            let count = try readVarint(&p, limit)
+            let size = try readVarint(&p, limit)
+            guard size == 0 || count <= UInt64(limit - p) / size else {
+                throw .corrupt("A block of \(count) values of \(size) bytes exceeds the \(limit - p) bytes that remain.")
+            }
+            return p + Int(count &* size)
         default:
             throw .corrupt("Unknown tag 0x\(String(tag, radix: 16)) at offset \(position).")
         }
@@ -508,7 +515,7 @@ struct BinaryReader {
     /// (Not returning `T?`: that would look up the metadata of `Optional<T>` at every call.)
     func decodeFast<T: Decodable>(_ type: T.Type, _ position: inout Int, _ limit: Int, _ kind: UInt8) throws(Failure) -> T {
         // Every fast type is at most 16 bytes (a String); most structs are larger.
-        if MemoryLayout<T>.size > 16 { throw .notHandled }
+        if MemoryLayout<T>.size > 16 { return try decodePlain(T.self, &position, limit, kind) }
         let id = ObjectIdentifier(T.self)
         let types = BinaryFastTypes.shared
         if id == types.string {
@@ -566,7 +573,7 @@ struct BinaryReader {
         } else if id == types.uint8ContiguousArray {
             return unsafeBitCast(ContiguousArray(try readBulkBytes(&position, limit, kind)), to: T.self)
         }
-        throw .notHandled
+        return try decodePlain(T.self, &position, limit, kind)
     }
 }
 

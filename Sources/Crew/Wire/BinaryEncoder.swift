@@ -434,10 +434,11 @@ final class BinaryEncodingState: Encoder {
         }
     }
 
-    /// Writes `value` directly when it is a primitive or a bulk array; false for everything else.
+    /// Writes `value` directly when it is a primitive, a bulk array, or `PlainData` (or an
+    /// array of it); false for everything else.
     static func encodeFast<T: Encodable>(_ value: borrowing T, into bytes: inout [UInt8]) -> Bool {
         // Every fast type is at most 16 bytes (a String); most structs are larger.
-        if MemoryLayout<T>.size > 16 { return false }
+        if MemoryLayout<T>.size > 16 { return encodePlain(value, into: &bytes) }
         let id = ObjectIdentifier(T.self)
         let types = BinaryFastTypes.shared
         if id == types.string {
@@ -500,7 +501,7 @@ final class BinaryEncodingState: Encoder {
                 array.withUnsafeBytes { bytes.append(contentsOf: $0) }
             }
         } else {
-            return false
+            return encodePlain(value, into: &bytes)
         }
         return true
     }

@@ -19,6 +19,8 @@
 // | 0x10 + k    | bulk array of numbers | varint element count, the elements' raw little-endian      |
 // |             |                       | bytes back to back                                         |
 //
+// | 0x1A        | PlainData block       | varint value count, varint value size, the values' bytes   |
+//
 // Bulk element kinds k: 0 UInt8, 1 Int8, 2 UInt16, 3 Int16, 4 UInt32, 5 Int32, 6 UInt64,
 // 7 Int64, 8 Float, 9 Double (`Int` and `UInt` travel as their 64-bit kinds).
 //
@@ -89,6 +91,8 @@ enum BinaryFormat {
     static let tagBulkInt64: UInt8 = 0x17
     static let tagBulkFloat32: UInt8 = 0x18
     static let tagBulkFloat64: UInt8 = 0x19
+    /// A `PlainData` value or an array of them (see BinaryPlainData.swift).
+    static let tagPlain: UInt8 = 0x1A
 
     @inline(__always)
     static func isBulk(_ tag: UInt8) -> Bool { tag &- 0x10 < 10 }
@@ -187,6 +191,7 @@ enum BinaryFormat {
         case tagKeyed: "a keyed container"
         case tagUnkeyed: "an unkeyed container"
         case _ where isBulk(tag): "an array of numbers"
+        case tagPlain: "a block of plain data"
         default: "an unknown tag (0x\(String(tag, radix: 16)))"
         }
     }

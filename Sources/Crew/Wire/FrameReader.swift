@@ -101,13 +101,22 @@ struct FrameReader {
                 let version: UInt16 = try body.integer()
                 let pid: Int32 = try body.integer()
                 let workerID: UInt32 = try body.integer()
+                // Another version's catalog may have another form: the pool refuses it by version.
+                guard version == WireProtocol.version else {
+                    return .hello(Hello(version: version, processID: pid, workerID: workerID, jobNames: [], jobLayouts: []))
+                }
                 let count: UInt32 = try body.integer()
-                guard Int(count) <= body.remaining / 2 else { throw WireError(description: "hello lists too many jobs") }
+                guard Int(count) <= body.remaining / 4 else { throw WireError(description: "hello lists too many jobs") }
                 var names: [String] = []
+                var layouts: [String] = []
                 names.reserveCapacity(Int(count))
-                for _ in 0..<count { names.append(try body.string16()) }
+                layouts.reserveCapacity(Int(count))
+                for _ in 0..<count {
+                    names.append(try body.string16())
+                    layouts.append(try body.string16())
+                }
                 try body.expectEnd()
-                return .hello(Hello(version: version, processID: pid, workerID: workerID, jobNames: names))
+                return .hello(Hello(version: version, processID: pid, workerID: workerID, jobNames: names, jobLayouts: layouts))
             case .result:
                 let jobID: UInt64 = try body.integer()
                 return .result(jobID: jobID, output: body.rest())

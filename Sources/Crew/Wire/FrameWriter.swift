@@ -71,7 +71,10 @@ struct FrameWriter {
             append(hello.processID)
             append(hello.workerID)
             append(UInt32(hello.jobNames.count))
-            for name in hello.jobNames { appendString16(name) }
+            for (name, layout) in zip(hello.jobNames, hello.jobLayouts) {
+                appendString16(name)
+                appendString16(layout)
+            }
             finishFrame(at: start)
         case .result(let jobID, let output):
             let start = beginFrame(.result)

@@ -15,7 +15,7 @@
 ///
 /// | type | direction | body |
 /// |---|---|---|
-/// | 1 hello | worker → pool | "CREW", version u16, pid i32, worker id u32, count u32, count × str16 job names |
+/// | 1 hello | worker → pool | "CREW", version u16, pid i32, worker id u32, count u32, count × (str16 job name, str16 plain-data layout or empty) |
 /// | 2 run | pool → worker | job id u64, flags u8 (bit 0: announce the start), job name str16, encoded arguments (rest) |
 /// | 3 result | worker → pool | job id u64, encoded output (rest) |
 /// | 4 failure | worker → pool | job id u64, kind u8, error type str16, message str32 |
@@ -25,10 +25,11 @@
 /// | 11 shutdown | pool → worker | empty: finish what runs, then exit |
 ///
 /// The first frame on a new connection is the worker's hello; the pool checks the version and
-/// that the worker's catalog holds every job type of the pool's, and ends the worker otherwise.
+/// that the worker's catalog holds every job type of the pool's, with the same layouts for its
+/// ``PlainData`` types, and ends the worker otherwise.
 enum WireProtocol {
     /// The protocol version this build speaks. Peers must match exactly.
-    static let version: UInt16 = 1
+    static let version: UInt16 = 2
     static let magic: [UInt8] = Array("CREW".utf8)
     /// Bytes before the body: the length and the type.
     static let headerSize = 5
@@ -77,6 +78,8 @@ struct Hello: Sendable, Equatable {
     var processID: Int32
     var workerID: UInt32
     var jobNames: [String]
+    /// Per job name, the layouts of its ``PlainData`` job and output types (empty for none).
+    var jobLayouts: [String]
 }
 
 /// What a worker sends.
