@@ -4,7 +4,7 @@ import Glibc
 /// The jobs the `crew` binary's workers run: the demo's and the benchmark's.
 enum CrewJobs {
     static let catalog: JobCatalog = [
-        MandelbrotRow.self, Noop.self, Pause.self, Spin.self,
+        MandelbrotRow.self, Noop.self, CodableNoop.self, Pause.self, Spin.self,
     ]
 }
 
@@ -16,9 +16,18 @@ struct MandelbrotRow: Job {
     func run(in context: JobContext) async throws -> [UInt8] { geometry.renderRow(row) }
 }
 
-/// Returns its argument: the smallest possible job, for round-trip measurements.
-struct Noop: Job {
+/// Returns its argument: the smallest possible job, for round-trip measurements. `PlainData`,
+/// so it travels as its 8 bytes.
+struct Noop: Job, PlainData {
     static var jobName: String { "crew.Noop" }
+    var value: Int
+    func run(in context: JobContext) async throws -> Int { value }
+}
+
+/// `Noop` without `PlainData`: it travels through its `Codable` conformance (a keyed container
+/// per job), for the cost of the general path.
+struct CodableNoop: Job {
+    static var jobName: String { "crew.CodableNoop" }
     var value: Int
     func run(in context: JobContext) async throws -> Int { value }
 }

@@ -50,7 +50,8 @@ enum BenchSuite {
             FigureSpec(key: "thread_jobs_per_s", unit: "jobs/s", explanation: "Noops on 2 thread workers, one pool.run per job"),
         ], measure: InProcessBenchmarks.threadThroughput),
         Benchmark(title: "chunked map throughput", figures: [
-            FigureSpec(key: "process_map_chunked_jobs_per_s", unit: "jobs/s", explanation: "Noops through pool.map, 4096 per chunk, 2 process workers"),
+            FigureSpec(key: "process_map_chunked_jobs_per_s", unit: "jobs/s", explanation: "Noops (PlainData) through pool.map, 4096 per chunk, 2 process workers"),
+            FigureSpec(key: "process_map_chunked_codable_jobs_per_s", unit: "jobs/s", explanation: "  the same with CodableNoop: the same struct through Codable (info)"),
         ], measure: InProcessBenchmarks.chunkedMap),
         Benchmark(title: "one process per job", figures: [
             FigureSpec(key: "spawn_per_job_jobs_per_s", unit: "jobs/s", explanation: "baseline: posix_spawn + wait per job, one spawner per core"),

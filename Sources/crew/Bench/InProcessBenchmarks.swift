@@ -31,27 +31,36 @@ enum InProcessBenchmarks {
     }
 
     /// The same tiny jobs through `map` on two process workers, `chunkSize` jobs per message:
-    /// jobs per second, per repetition.
+    /// jobs per second, per repetition; `Noop` (plain data, copied as one block per chunk) and
+    /// `CodableNoop` (the same struct through its `Codable` conformance).
     static func chunkedMap(_ settings: BenchSettings) async throws -> [String: [Double]] {
-        let chunkSize = 4096
-        return try await withProcessPool(2) { pool in
-            var rates: [Double] = []
-            for repetition in -1..<settings.repetitions {  // -1: the warm-up
-                let count = settings.throughputJobs * 10
-                let start = monotonicNanoseconds()
-                var done = 0
-                var checksum = 0
-                for try await output in pool.map((0..<count).lazy.map { Noop(value: $0) }, maxInFlight: 8, chunkSize: chunkSize) {
-                    checksum &+= output
-                    done += 1
-                }
-                let rate = Double(done) / seconds(since: start)
-                guard done == count, checksum == count * (count - 1) / 2 else {
-                    throw BenchError("map returned \(done) outputs with checksum \(checksum)")
-                }
-                if repetition >= 0 { rates.append(rate) }
-            }
-            return ["process_map_chunked_jobs_per_s": rates]
+        try await withProcessPool(2) { pool in
+            [
+                "process_map_chunked_jobs_per_s": try await chunkedRates(pool, settings) { Noop(value: $0) },
+                "process_map_chunked_codable_jobs_per_s": try await chunkedRates(pool, settings) { CodableNoop(value: $0) },
+            ]
         }
+    }
+
+    private static func chunkedRates<J: Job>(
+        _ pool: WorkerPool, _ settings: BenchSettings, _ make: @escaping @Sendable (Int) -> J
+    ) async throws -> [Double] where J.Output == Int {
+        var rates: [Double] = []
+        for repetition in -1..<settings.repetitions {  // -1: the warm-up
+            let count = settings.throughputJobs * 10
+            let start = monotonicNanoseconds()
+            var done = 0
+            var checksum = 0
+            for try await output in pool.map((0..<count).lazy.map(make), maxInFlight: 8, chunkSize: 4096) {
+                checksum &+= output
+                done += 1
+            }
+            let rate = Double(done) / seconds(since: start)
+            guard done == count, checksum == count * (count - 1) / 2 else {
+                throw BenchError("map returned \(done) outputs with checksum \(checksum)")
+            }
+            if repetition >= 0 { rates.append(rate) }
+        }
+        return rates
     }
 }
