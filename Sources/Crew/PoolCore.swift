@@ -9,8 +9,22 @@ import Synchronization
 /// The machinery behind ``WorkerPool``: the state machine behind one lock, the worker handles,
 /// and the code that performs the machine's actions (sends, signals, spawns, resumptions).
 final class PoolCore: Sendable {
-    typealias Waiter = UnsafeContinuation<JobOutput, any Error>
     typealias Machine = PoolStateMachine<Waiter, JobPayload>
+
+    /// Who gets a job's outcome: a suspended caller, or a callback (`map`'s chunks), which runs
+    /// on whichever thread ends the job (often a worker's reader thread), after the pool's lock
+    /// is released, and must not block.
+    enum Waiter: Sendable {
+        case task(UnsafeContinuation<JobOutput, any Error>)
+        case callback(@Sendable (Result<JobOutput, CrewError>) -> Void)
+
+        func resume(with result: Result<JobOutput, CrewError>) {
+            switch self {
+            case .task(let continuation): continuation.resume(with: result.mapError { $0 })
+            case .callback(let callback): callback(result)
+            }
+        }
+    }
 
     let catalog: JobCatalog
     let configuration: WorkerPool.Configuration
@@ -112,10 +126,10 @@ final class PoolCore: Sendable {
     ) async throws -> JobOutput {
         let jobID = nextJobID.wrappingAdd(1, ordering: .relaxed).oldValue
         return try await withTaskCancellationHandler {
-            try await withUnsafeThrowingContinuation { (waiter: Waiter) in
+            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<JobOutput, any Error>) in
                 let request = Machine.Request(
                     id: jobID, name: name, payload: payload, priority: priority, timeout: timeout,
-                    requirement: requirement, waiter: waiter, waitsForRoom: waitsForRoom)
+                    requirement: requirement, waiter: .task(continuation), waitsForRoom: waitsForRoom)
                 update { $0.submit(request, now: .now()) }
                 // The handler below may have run before the job was queued; cancel it now then.
                 if Task.isCancelled { cancel(jobID) }
@@ -125,7 +139,23 @@ final class PoolCore: Sendable {
         }
     }
 
-    private func cancel(_ jobID: UInt64) {
+    /// Submits a job without suspending: `completion` gets its outcome (see ``Waiter/callback(_:)``),
+    /// possibly before this returns. Waits for room in the queue like `run`. Returns the job's
+    /// id, for ``cancel(_:)``.
+    func submit(
+        name: String, payload: JobPayload, priority: JobPriority, timeout: Duration?,
+        completion: @escaping @Sendable (Result<JobOutput, CrewError>) -> Void
+    ) -> UInt64 {
+        let jobID = nextJobID.wrappingAdd(1, ordering: .relaxed).oldValue
+        let request = Machine.Request(
+            id: jobID, name: name, payload: payload, priority: priority, timeout: timeout,
+            requirement: .any, waiter: .callback(completion), waitsForRoom: true)
+        update { $0.submit(request, now: .now()) }
+        return jobID
+    }
+
+    /// Cancels a job: removed if it waits, asked to stop if it runs; nothing if it has ended.
+    func cancel(_ jobID: UInt64) {
         update { $0.cancel(jobID, now: .now()) }
     }
 
@@ -153,7 +183,7 @@ final class PoolCore: Sendable {
             case .armTimeout(let jobID, let timeout):
                 armTimeout(jobID, timeout)
             case .resume(let waiter, let result):
-                waiter.resume(with: result.mapError { $0 })
+                waiter.resume(with: result)
             case .requestCancel(let workerID, let jobID):
                 handles[workerID]?.cancel(jobID: jobID)
                 Supervisor.shared.schedule(at: .now() + configuration.cancellationGracePeriod) { [weak self] in

@@ -10,7 +10,7 @@ public enum TestJobs {
         Echo.self, Add.self, Sleep.self, Fail.self, Crash.self, Spin.self, BlockingSleep.self,
         Picky.self, Garbage.self, WhoAmI.self, Blob.self, Nested.self, Stamp.self,
         SetState.self, GetState.self, Hoard.self, CrashOnce.self, ThreadName.self, WaitForFile.self, LoggerMetadata.self, ExitWhileFileExists.self,
-        PlainPoint.self, WeightedTotal.self,
+        PlainPoint.self, WeightedTotal.self, RetriedCrashOnce.self,
     ]
 }
 
@@ -219,6 +219,19 @@ public struct Hoard: Job {
 let hoard = Mutex<[[UInt8]]>([])
 
 /// Crashes its worker the first time it runs with a given marker path, succeeds afterwards.
+/// `CrashOnce` whose type carries a retry policy (short backoff): retried without asking.
+public struct RetriedCrashOnce: Job {
+    public static var isIdempotent: Bool { true }
+    public static var retryPolicy: RetryPolicy? { RetryPolicy(maxAttempts: 3, initialBackoff: .milliseconds(1)) }
+    public var marker: String
+    public var value: Int
+    public init(marker: String, value: Int) { self.marker = marker; self.value = value }
+    public func run(in context: JobContext) async throws -> Int {
+        _ = try await CrashOnce(marker: marker).run(in: context)
+        return value
+    }
+}
+
 public struct CrashOnce: Job {
     public static var isIdempotent: Bool { true }
     public var marker: String

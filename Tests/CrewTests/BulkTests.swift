@@ -84,6 +84,37 @@ extension ProcessTests {
             }
         }
 
+        @Test func aWorkerThatDiesUnderAMapFailsItAndThePoolServesOn() async throws {
+            try await withPool(.processes(1)) { pool in
+                var outputs: [Int] = []
+                let error = await expectCrewError(.workerCrashed) {
+                    for try await output in pool.map([Echo(1)], maxInFlight: 1) { outputs.append(output) }
+                    for try await output in pool.map([Crash(.sigkill), Crash(.sigkill)], maxInFlight: 1) { outputs.append(output) }
+                    return outputs
+                }
+                #expect(outputs == [1])
+                #expect(error?.jobName == Crash.jobName)
+                let value = try await pool.run(Echo(7))
+                #expect(value == 7)
+                #expect(await eventually { pool.snapshot().queueDepth.values.reduce(0, +) == 0 })
+            }
+        }
+
+        @Test(arguments: [1, 2])
+        func aJobTypesRetryPolicyAppliesInAMap(chunkSize: Int) async throws {
+            try await withPool(.processes(1)) { pool in
+                // Each job crashes its worker the first time it runs (3 attempts allowed).
+                let markers = (0..<2).map { temporaryPath("retried-\(chunkSize)-\($0)") }
+                defer { for marker in markers { unlink(marker) } }
+                let jobs = markers.enumerated().map { RetriedCrashOnce(marker: $0.element, value: $0.offset) }
+                // One by one, each job is retried alone; in a chunk, the chunk is retried (its
+                // jobs are idempotent) until every job in it has had its crash: three attempts.
+                var outputs: [Int] = []
+                for try await output in pool.map(jobs, maxInFlight: 1, chunkSize: chunkSize) { outputs.append(output) }
+                #expect(outputs == [0, 1])
+            }
+        }
+
         @Test func mapWorksOnInProcessWorkersToo() async throws {
             try await withPool(.threads(2)) { pool in
                 var total = 0

@@ -38,7 +38,8 @@ final class BulkIterator<J: Job>: Sendable {
         /// place: a deque copied out of an enum payload would be copied whole on every job.
         var buffered: Deque<J> = []
         var nextChunk = 0
-        var running: [Int: Task<Void, Never>] = [:]
+        /// The chunks started and not yet finished; `.none` while one is being submitted.
+        var running: [Int: BulkRunner<J>.Handle] = [:]
         /// Finished chunks not yet handed out, by chunk index. An async input's own failure is
         /// recorded as the chunk after the last one it fed.
         var finished: [Int: Result<Chunk, any Error>] = [:]
@@ -96,10 +97,12 @@ final class BulkIterator<J: Job>: Sendable {
     }
 
     deinit {
-        state.withLock { state in
-            for task in state.running.values { task.cancel() }
+        let running = state.withLock { state in
             state.feeder?.cancel()
+            return state.running.values
         }
+        // Outside the lock: a cancelled job calls back at once (and finds this object gone).
+        for handle in running { runner.cancel(handle) }
         gate.open()
     }
 
@@ -110,6 +113,7 @@ final class BulkIterator<J: Job>: Sendable {
         try await withTaskCancellationHandler {
             while true {
                 startChunks()
+                var cancelled: [BulkRunner<J>.Handle] = []
                 let (chunk, error, done): (Chunk?, (any Error)?, Bool) = state.withLock { state in
                     if state.ended { return (nil, nil, true) }
                     if let (index, result) = takeFinished(&state) {
@@ -120,7 +124,7 @@ final class BulkIterator<J: Job>: Sendable {
                             return (chunk, nil, false)
                         case .failure(let error):
                             state.ended = true
-                            _ = fail(&state)
+                            cancelled = fail(&state).running
                             return (nil, error, true)
                         }
                     }
@@ -134,6 +138,7 @@ final class BulkIterator<J: Job>: Sendable {
                     state.ended = true
                     return (nil, state.inputError, true)
                 }
+                for handle in cancelled { runner.cancel(handle) }
                 if let error { throw error }
                 if let chunk { return chunk }
                 if done { return nil }
@@ -147,19 +152,21 @@ final class BulkIterator<J: Job>: Sendable {
                 }
             }
         } onCancel: {
-            state.withLock { fail(&$0) }?.resume()
+            let (waiter, running) = state.withLock { fail(&$0) }
+            for handle in running { runner.cancel(handle) }
+            waiter?.resume()
         }
     }
 
-    /// Stops everything: running chunks, and the feeder. Returns the consumer's continuation, for
-    /// the caller to resume after unlocking.
-    private func fail(_ state: inout State) -> CheckedContinuation<Void, Never>? {
+    /// Stops everything: nothing more starts, and the feeder stops. Returns the consumer's
+    /// continuation and the running chunks, for the caller to resume and cancel after unlocking
+    /// (a cancelled chunk may call back at once, and its callback takes the lock).
+    private func fail(_ state: inout State) -> (waiter: CheckedContinuation<Void, Never>?, running: [BulkRunner<J>.Handle]) {
         state.failed = true
-        for task in state.running.values { task.cancel() }
         state.feeder?.cancel()
         gate.open()
         defer { state.waiter = nil }
-        return state.waiter
+        return (state.waiter, Array(state.running.values))
     }
 
     /// Whether the feeder may still deliver jobs (so an empty pool is not the end).
@@ -188,25 +195,27 @@ final class BulkIterator<J: Job>: Sendable {
         while launchChunk() {}
     }
 
-    /// Pulls one chunk and starts its task, registered as running in the same critical section:
-    /// a chunk is never between the input and `running`, where the end of the run could be
-    /// declared without it, or room counted twice. Returns false if there was nothing to start.
+    /// Pulls one chunk, registered as running in the same critical section (a chunk is never
+    /// between the input and `running`, where the end of the run could be declared without it,
+    /// or room counted twice), then starts it outside the lock, since it may end at once.
+    /// Returns false if there was nothing to start.
     private func launchChunk() -> Bool {
-        state.withLock { (state: inout State) -> Bool in
-            guard let (index, chunk) = pullChunk(&state) else { return false }
-            let runner = self.runner
-            // The task cannot finish before it is registered: `finish` needs this lock.
-            state.running[index] = Task { [weak self] in
-                let result: Result<Chunk, any Error>
-                do {
-                    result = .success(Chunk(jobs: chunk, outputs: try await runner.run(chunk)))
-                } catch {
-                    result = .failure(error)
-                }
-                self?.finish(index, result)
-            }
-            return true
+        guard let (index, chunk) = state.withLock({ (state: inout State) -> (Int, [J])? in
+            guard let pulled = pullChunk(&state) else { return nil }
+            state.running[pulled.0] = BulkRunner<J>.Handle.none
+            return pulled
+        }) else { return false }
+        let handle = runner.start(chunk) { [weak self] outputs in
+            self?.finish(index, outputs.map { Chunk(jobs: chunk, outputs: $0) })
         }
+        let cancelNow = state.withLock { state -> Bool in
+            guard state.running[index] != nil else { return false }  // it has ended already
+            state.running[index] = handle
+            return state.failed
+        }
+        // The run failed or was cancelled while the chunk was being submitted.
+        if cancelNow { runner.cancel(handle) }
+        return true
     }
 
     /// Whether another chunk may start.

@@ -3,6 +3,9 @@
 struct JobBatch<Element: Job>: Job {
     static var jobName: String { Element.jobName + "#batch" }
     static var isIdempotent: Bool { Element.isIdempotent }
+    /// The element type's policy: retrying a chunk runs its jobs again, which only idempotent
+    /// types may declare a policy for.
+    static var retryPolicy: RetryPolicy? { Element.retryPolicy }
 
     var jobs: [Element]
 

@@ -173,12 +173,76 @@ struct BulkRunner<J: Job>: Sendable {
         self.timeout = timeout
     }
 
-    /// Runs one chunk; one job alone goes as itself, several as a ``JobBatch``.
-    func run(_ chunk: [J]) async throws -> [J.Output] {
-        if chunk.count == 1 {
-            return [try await pool.run(chunk[0], priority: priority, timeout: timeout)]
+    /// How to stop a chunk that was started.
+    enum Handle: Sendable {
+        /// A job submitted with a callback: cancelled through the pool.
+        case job(UInt64)
+        /// A task that runs the chunk with retries.
+        case task(Task<Void, Never>)
+        /// Ended before it started (a job that cannot be encoded).
+        case none
+    }
+
+    /// Starts one chunk; one job alone goes as itself, several as a ``JobBatch``. `completion`
+    /// gets the outputs, or the first failure, on the thread that ends the chunk (often a
+    /// worker's reader thread), possibly before this returns.
+    ///
+    /// No task runs per chunk: the pool calls back when the job ends, which saves a task and a
+    /// thread wake-up per chunk. A chunk of a type with a retry policy runs in a task, which can
+    /// wait out the backoff (a batch is retried whole).
+    func start(_ chunk: [J], completion: @escaping @Sendable (Result<[J.Output], any Error>) -> Void) -> Handle {
+        if J.retryPolicy != nil {
+            return .task(Task {
+                do {
+                    if chunk.count == 1 {
+                        completion(.success([try await pool.run(chunk[0], priority: priority, timeout: timeout)]))
+                    } else {
+                        let result = try await pool.run(JobBatch(jobs: chunk), priority: priority, timeout: timeout)
+                        completion(.success(try outputs(of: chunk, result)))
+                    }
+                } catch {
+                    completion(.failure(error))
+                }
+            })
         }
-        let result = try await pool.run(JobBatch(jobs: chunk), priority: priority, timeout: timeout)
+        do {
+            if chunk.count == 1 {
+                return .job(try submit(chunk[0]) { result in
+                    completion(result.flatMap { output in Result { [try WorkerPool.decode(output, as: J.self)] } })
+                })
+            }
+            return .job(try submit(JobBatch(jobs: chunk)) { result in
+                completion(result.flatMap { output in
+                    Result { try outputs(of: chunk, try WorkerPool.decode(output, as: JobBatch<J>.self)) }
+                })
+            })
+        } catch {
+            completion(.failure(error))
+            return .none
+        }
+    }
+
+    /// Stops a started chunk; it then ends with a ``CrewError/Code/cancelled`` error (if it had
+    /// not ended already).
+    func cancel(_ handle: Handle) {
+        switch handle {
+        case .job(let jobID): pool.core.cancel(jobID)
+        case .task(let task): task.cancel()
+        case .none: break
+        }
+    }
+
+    private func submit<Submitted: Job>(
+        _ job: Submitted, completion: @escaping @Sendable (Result<JobOutput, any Error>) -> Void
+    ) throws -> UInt64 {
+        let payload = try pool.payload(for: job)
+        return pool.core.submit(name: Submitted.jobName, payload: payload, priority: priority, timeout: timeout) { result in
+            completion(result.mapError { $0 })
+        }
+    }
+
+    /// The outputs of a chunk's batch, or the first failure among its jobs.
+    private func outputs(of chunk: [J], _ result: BatchResult<J.Output>) throws -> [J.Output] {
         if result.failures.isEmpty && result.outputs.count == chunk.count { return result.outputs }
         guard let outcomes = result.outcomes(count: chunk.count) else {
             throw CrewError(.undecodableOutput, "a chunk of \(chunk.count) jobs returned \(result.outputs.count) outputs and \(result.failures.count) failures",
