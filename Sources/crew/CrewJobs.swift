@@ -9,7 +9,7 @@ enum CrewJobs {
 }
 
 /// One row of the Mandelbrot demo, as RGB bytes.
-struct MandelbrotRow: Job {
+struct MandelbrotRow: Job, PlainData {
     static var jobName: String { "crew.MandelbrotRow" }
     var geometry: MandelbrotGeometry
     var row: Int

@@ -1,4 +1,5 @@
 import Crew
+import Glibc
 
 /// The demo's workload as a speedup test: render `settings.mandelbrot` one row per job (the
 /// `MandelbrotRow` job, `MandelbrotGeometry.renderRow`) on 1 and 2 process workers, and in this
@@ -13,17 +14,21 @@ enum MandelbrotBenchmarks {
         let reference = checksum(await renderInProcess(geometry, concurrency: 2))  // also the warm-up
         var times: [String: [Double]] = [:]
         for (key, workers) in [("mandelbrot_1_worker_s", 1), ("mandelbrot_2_workers_s", 2)] {
-            times[key] = try await withBenchPool(MandelbrotCommand.workers(workers)) { pool in
+            let (wall, parentCPU) = try await withBenchPool(MandelbrotCommand.workers(workers)) { pool in
                 _ = try await renderOnPool(pool, geometry, workers: workers)  // warm-up
-                var samples: [Double] = []
+                var wall: [Double] = [], parentCPU: [Double] = []
                 for _ in 0..<settings.repetitions {
                     let start = monotonicNanoseconds()
+                    let cpuStart = processCPUSeconds()
                     let rows = try await renderOnPool(pool, geometry, workers: workers)
-                    samples.append(seconds(since: start))
+                    wall.append(seconds(since: start))
+                    parentCPU.append((processCPUSeconds() - cpuStart) * 1000)
                     guard checksum(rows) == reference else { throw BenchError("\(workers) worker(s) rendered a different image") }
                 }
-                return samples
+                return (wall, parentCPU)
             }
+            times[key] = wall
+            if workers == 2 { times["mandelbrot_2_workers_parent_cpu_ms"] = parentCPU }
         }
         var inProcess: [Double] = []
         for _ in 0..<settings.repetitions {
@@ -34,6 +39,15 @@ enum MandelbrotBenchmarks {
         }
         times["mandelbrot_taskgroup_2_s"] = inProcess
         return times
+    }
+
+    /// CPU time this process has used (user and system, all threads; not its workers').
+    static func processCPUSeconds() -> Double {
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        let user = Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
+        let system = Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+        return user + system
     }
 
     /// Every row as a `MandelbrotRow` job, as the demo renders them.

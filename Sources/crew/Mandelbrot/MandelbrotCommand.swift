@@ -73,15 +73,18 @@ struct MandelbrotCommand: AsyncParsableCommand {
     }
 
     /// Renders every row as one `MandelbrotRow` job through `pool.map`: rows come back in order,
-    /// with a few per worker in flight (enough that no worker idles, few enough that memory stays
-    /// flat for any image size). `rowDone` gets the number of rows done after each one.
+    /// with 16 per worker in flight, few enough that memory stays flat for any image size, and
+    /// enough that a worker never waits for the parent: rows outside the set take a few
+    /// microseconds, less than the parent takes to wake up for a finished row, so with a short
+    /// window a worker ran dry in the bands at the top and bottom of the image. The pool queues
+    /// what its workers do not hold and hands a worker its next row as soon as it answers.
     static func renderRows(
         on pool: WorkerPool, _ geometry: MandelbrotGeometry, workers: Int, rowDone: (Int) -> Void = { _ in }
     ) async throws -> [[UInt8]] {
         var rows: [[UInt8]] = []
         rows.reserveCapacity(geometry.height)
         let jobs = (0..<geometry.height).map { MandelbrotRow(geometry: geometry, row: $0) }
-        for try await pixels in pool.map(jobs, maxInFlight: workers * 4) {
+        for try await pixels in pool.map(jobs, maxInFlight: workers * 16) {
             rows.append(pixels)
             rowDone(rows.count)
         }

@@ -1,5 +1,7 @@
+import Crew
+
 /// The Mandelbrot set, one row at a time (the demo's unit of work, after AsynQueue's mcmandelbrot).
-struct MandelbrotGeometry: Codable, Sendable, Hashable {
+struct MandelbrotGeometry: PlainData, Hashable {
     var width: Int
     var height: Int
     var iterations: Int
