@@ -43,6 +43,24 @@ extension ProcessTests {
             // IHDR: width and height, big-endian.
             #expect(Array(header[16..<24]) == [0, 0, 0, 96, 0, 0, 0, 64])
         }
+
+        @Test func severalRowsPerMessageRenderTheSameImage() throws {
+            let paths = [temporaryPath("demo-one", extension: ".png"), temporaryPath("demo-five", extension: ".png")]
+            defer { paths.forEach { unlink($0) } }
+            for (path, rows) in zip(paths, ["1", "5"]) {
+                let (status, output) = try runProgram("crew", [
+                    "mandelbrot", "--width", "80", "--height", "61", "--iterations", "64", "--workers", "2",
+                    "--rows-per-message", rows, "--output", path,
+                ])
+                #expect(status == 0, "\(output)")
+            }
+            let one = readBytes(paths[0], count: 1 << 20)
+            #expect(one.count > 100)
+            #expect(one == readBytes(paths[1], count: 1 << 20))
+            let (status, output) = try runProgram("crew", ["mandelbrot", "--rows-per-message", "0"])
+            #expect(status != 0)
+            #expect(output.contains("--rows-per-message must be at least 1"))
+        }
     }
 }
 

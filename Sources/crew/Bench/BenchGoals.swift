@@ -57,10 +57,13 @@ struct Goal: Sendable {
         .figure("timeout_overshoot_ms", "timeout overshoot (ms)", .atMost(20)),
     ]
 
-    /// Ratios without a target, to read the floor goals by: the unpinned floor lands on one CPU
-    /// or on two (a factor of about 10 on this VM), so the p50 goal flips with it.
+    /// Ratios without a target, to read the goals by: the unpinned floor lands on one CPU or on
+    /// two (a factor of about 10 on this VM), so the p50 goal flips with it; and the Mandelbrot
+    /// render with fewer messages shows what the per-message cost is.
     static let informational: [Goal] = [
         .ratio("process_rtt_p50_over_same_cpu_floor", "process RTT p50 / same-CPU floor p50", "process_rtt_us_p50", "floor_same_cpu_rtt_us_p50", .informational),
         .ratio("process_rtt_p50_over_cross_cpu_floor", "process RTT p50 / cross-CPU floor p50", "process_rtt_us_p50", "floor_cross_cpu_rtt_us_p50", .informational),
+        .ratio("mandelbrot_8_per_message_over_taskgroup", "Mandelbrot 2 workers, 8 rows per message / TaskGroup",
+               "mandelbrot_2_workers_8_per_message_s", "mandelbrot_taskgroup_2_s", .informational),
     ]
 }

@@ -30,6 +30,18 @@ enum MandelbrotBenchmarks {
             times[key] = wall
             if workers == 2 { times["mandelbrot_2_workers_parent_cpu_ms"] = parentCPU }
         }
+        // The same jobs, 8 rows per message: what the per-message cost is (info).
+        times["mandelbrot_2_workers_8_per_message_s"] = try await withBenchPool(MandelbrotCommand.workers(2)) { pool in
+            _ = try await MandelbrotCommand.renderRows(on: pool, geometry, workers: 2, rowsPerMessage: 8)  // warm-up
+            var wall: [Double] = []
+            for _ in 0..<settings.repetitions {
+                let start = monotonicNanoseconds()
+                let rows = try await MandelbrotCommand.renderRows(on: pool, geometry, workers: 2, rowsPerMessage: 8)
+                wall.append(seconds(since: start))
+                guard checksum(rows) == reference else { throw BenchError("8 rows per message rendered a different image") }
+            }
+            return wall
+        }
         var inProcess: [Double] = []
         for _ in 0..<settings.repetitions {
             let start = monotonicNanoseconds()

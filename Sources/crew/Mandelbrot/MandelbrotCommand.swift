@@ -27,25 +27,29 @@ struct MandelbrotCommand: AsyncParsableCommand {
     @Flag(help: "Render again with 1 worker and print the speedup.")
     var compare = false
 
+    @Option(help: "Rows sent to a worker per message (each row stays its own job): fewer messages, less work for this process.")
+    var rowsPerMessage: Int = 1
+
     func validate() throws {
         guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
         guard (1...20_000).contains(width), (1...20_000).contains(height) else {
             throw ValidationError("--width and --height must be between 1 and 20000")
         }
         guard iterations >= 1 else { throw ValidationError("--iterations must be at least 1") }
+        guard rowsPerMessage >= 1 else { throw ValidationError("--rows-per-message must be at least 1") }
     }
 
     func run() async throws {
         let geometry = MandelbrotGeometry(width: width, height: height, iterations: iterations)
         print("Rendering \(width)×\(height), \(iterations) iterations, one job per row on \(workers) worker process\(workers == 1 ? "" : "es")…")
-        let (rows, elapsed) = try await Self.render(geometry, workers: workers, progress: true)
+        let (rows, elapsed) = try await Self.render(geometry, workers: workers, rowsPerMessage: rowsPerMessage, progress: true)
         let png = try PNGWriter.encode(width: width, rows: rows)
         try writeFile(output, png)
         print("Wrote \(output) (\(png.count / 1024) KiB) in \(format(elapsed)).")
 
         if compare {
             print("Rendering again on 1 worker process…")
-            let (_, single) = try await Self.render(geometry, workers: 1, progress: true)
+            let (_, single) = try await Self.render(geometry, workers: 1, rowsPerMessage: rowsPerMessage, progress: true)
             let speedup = single.seconds / elapsed.seconds
             print("1 worker: \(format(single)); \(workers) workers: \(format(elapsed)); speedup \(String(speedup, decimals: 2))×")
         }
@@ -56,12 +60,14 @@ struct MandelbrotCommand: AsyncParsableCommand {
     static func workers(_ count: Int) -> Workers { Workers.processes(count).prefetch(1) }
 
     /// Renders every row on a fresh pool; returns the rows in order and the wall time.
-    static func render(_ geometry: MandelbrotGeometry, workers: Int, progress: Bool) async throws -> ([[UInt8]], Duration) {
+    static func render(
+        _ geometry: MandelbrotGeometry, workers: Int, rowsPerMessage: Int = 1, progress: Bool
+    ) async throws -> ([[UInt8]], Duration) {
         let clock = ContinuousClock()
         let start = clock.now
         var lastReport = clock.now
         let rows = try await WorkerPool.withPool(Self.workers(workers), jobs: CrewJobs.catalog) { pool in
-            try await renderRows(on: pool, geometry, workers: workers) { done in
+            try await renderRows(on: pool, geometry, workers: workers, rowsPerMessage: rowsPerMessage) { done in
                 if progress && (clock.now - lastReport > .milliseconds(100) || done == geometry.height) {
                     lastReport = clock.now
                     printProgress("  rows \(done)/\(geometry.height)")
@@ -78,13 +84,15 @@ struct MandelbrotCommand: AsyncParsableCommand {
     /// microseconds, less than the parent takes to wake up for a finished row, so with a short
     /// window a worker ran dry in the bands at the top and bottom of the image. The pool queues
     /// what its workers do not hold and hands a worker its next row as soon as it answers.
+    /// With `rowsPerMessage` > 1, rows travel in chunks (still one job each).
     static func renderRows(
-        on pool: WorkerPool, _ geometry: MandelbrotGeometry, workers: Int, rowDone: (Int) -> Void = { _ in }
+        on pool: WorkerPool, _ geometry: MandelbrotGeometry, workers: Int, rowsPerMessage: Int = 1,
+        rowDone: (Int) -> Void = { _ in }
     ) async throws -> [[UInt8]] {
         var rows: [[UInt8]] = []
         rows.reserveCapacity(geometry.height)
         let jobs = (0..<geometry.height).map { MandelbrotRow(geometry: geometry, row: $0) }
-        for try await pixels in pool.map(jobs, maxInFlight: workers * 16) {
+        for try await pixels in pool.map(jobs, maxInFlight: workers * 16, chunkSize: rowsPerMessage) {
             rows.append(pixels)
             rowDone(rows.count)
         }
