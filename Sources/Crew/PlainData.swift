@@ -4,7 +4,7 @@ import Synchronization
 /// in memory instead of through its `Codable` conformance.
 ///
 /// Adopt it for small jobs and outputs sent in large numbers, such as the inputs of a chunked
-/// ``WorkerPool/map(_:maxInFlight:chunkSize:priority:timeout:)``: a value, or an array of them,
+/// ``WorkerPool/map(_:maxInFlight:chunkSize:priority:timeout:)-wk5y``: a value, or an array of them,
 /// is then copied as one block, so a chunk of thousands of jobs costs about as much to send as
 /// an array of numbers.
 ///
