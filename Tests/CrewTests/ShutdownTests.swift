@@ -16,7 +16,7 @@ extension ProcessTests {
 
         @Test func noChildZombieOrDescriptorRemains() async throws {
             let children = childProcessIDs()
-            let descriptors = openDescriptorCount()
+            let descriptors = await descriptorBaseline()
             try await withTestPool(3) { pool in
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     for value in 0..<60 { group.addTask { _ = try await pool.run(Echo(value)) } }
@@ -34,7 +34,13 @@ extension ProcessTests {
             let pool = try WorkerPool(.processes(2), jobs: TestJobs.catalog, configuration: testConfiguration())
             try await withThrowingTaskGroup(of: Int32.self) { group in
                 for _ in 0..<8 { group.addTask { try await pool.run(Sleep(milliseconds: 50)) } }
-                #expect(await eventually { pool.queuedJobCount > 0 })
+                // Every job submitted (queued or running) before the shutdown, some still queued:
+                // a child task that had not submitted yet would get .poolShutDown, rightly.
+                #expect(await eventually {
+                    let snapshot = pool.snapshot()
+                    let queued = snapshot.queueDepth.values.reduce(0, +)
+                    return queued > 0 && queued + snapshot.workers.reduce(0) { $0 + $1.currentJobs.count } == 8
+                })
                 await pool.shutdown()
                 var finished = 0
                 for try await _ in group { finished += 1 }
@@ -44,7 +50,7 @@ extension ProcessTests {
 
         @Test func shutdownUnderLoadCancelsCleanly() async throws {
             let children = childProcessIDs()
-            let descriptors = openDescriptorCount()
+            let descriptors = await descriptorBaseline()
             let pool = try WorkerPool(.processes(2), jobs: TestJobs.catalog, configuration: testConfiguration())
             let outcomes = await withTaskGroup(of: String.self) { group in
                 for index in 0..<200 {
@@ -67,6 +73,33 @@ extension ProcessTests {
             }
             #expect(Set(outcomes.keys).isSubset(of: ["ok", "poolShutDown"]), "\(outcomes)")
             #expect(outcomes["poolShutDown", default: 0] > 0, "\(outcomes)")
+            #expect(childProcessIDs() == children)
+            #expect(openDescriptorCount() == descriptors)
+        }
+
+        @Test func shutdownUnderAMapEndsItWithAnErrorAndLeavesNothing() async throws {
+            let children = childProcessIDs()
+            let descriptors = await descriptorBaseline()
+            let pool = try WorkerPool(.processes(2), jobs: TestJobs.catalog, configuration: testConfiguration())
+            let started = Recorder()
+            let consumer = Task {
+                var outputs = 0
+                for try await _ in pool.map((0..<10_000).lazy.map { Sleep(milliseconds: $0 % 50 == 20 ? 3000 : 2) }, maxInFlight: 8) {
+                    outputs += 1
+                    started.append(outputs)
+                }
+                return outputs
+            }
+            #expect(await eventually { started.values.count >= 10 })
+            await pool.shutdown(cancelPending: true)
+            switch await consumer.result {
+            case .success(let count):
+                Issue.record("the map ended normally after \(count) outputs")
+            case .failure(let error as CrewError):
+                #expect([.poolShutDown, .cancelled].contains(error.code), "\(error)")
+            case .failure(let error):
+                Issue.record("unexpected \(error)")
+            }
             #expect(childProcessIDs() == children)
             #expect(openDescriptorCount() == descriptors)
         }

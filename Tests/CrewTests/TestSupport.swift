@@ -44,6 +44,14 @@ func childProcessIDs() -> Set<Int32> {
     return result
 }
 
+/// The number of open file descriptors, once the descriptors created once per process exist
+/// (libdispatch opens its timer machinery on the first `Task.sleep`), so that a test run alone
+/// counts the same as in the full suite.
+func descriptorBaseline() async -> Int {
+    try? await Task.sleep(for: .milliseconds(1))
+    return openDescriptorCount()
+}
+
 /// The number of open file descriptors of this process.
 func openDescriptorCount() -> Int {
     guard let dir = opendir("/proc/self/fd") else { return -1 }
