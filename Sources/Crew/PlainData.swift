@@ -1,3 +1,6 @@
+// `_forEachField(of:)` lists a type's stored fields, with their offsets, from its metadata,
+// without a value (Mirror needs one, and a zero-filled value is not valid for every type).
+@_spi(Reflection) import Swift
 import Synchronization
 
 /// A `Codable` type made only of numbers, which crosses to and from process workers as its bytes
@@ -16,18 +19,27 @@ import Synchronization
 /// }
 /// ```
 ///
-/// The type must be a struct (or tuple) whose stored properties are, at any depth, only `Int`,
-/// `UInt`, their fixed-width forms (`Int8` … `UInt64`), `Float` and `Double`, so that every bit
-/// pattern is a valid value and no byte that arrives can make an invalid one. A type with
-/// anything else (a `Bool`, an enum, an optional, a pointer, a custom mirror) is refused the
-/// first time it is encoded or decoded, with an `EncodingError` or `DecodingError`, and a job
-/// type is refused when a ``JobCatalog`` is created. Its `Codable` conformance still serves
-/// every other encoder, and thread and inline workers, which never encode jobs.
+/// The type must be a struct whose stored properties are, at any depth (nested structs and
+/// tuples), only `Int`, `UInt`, their fixed-width forms (`Int8` … `UInt64`), `Float` and
+/// `Double`, so that every bit pattern is a valid value and no byte that arrives can make an
+/// invalid one. This is checked once per type, from its type metadata. A type with anything
+/// else (a `Bool`, an enum, an optional, a pointer, a SIMD vector) is not copied: it travels
+/// through its `Codable` conformance like any other type, except that a job or output type in
+/// a ``JobCatalog`` is refused when the catalog is created (a precondition failure that names
+/// the field). Its `Codable` conformance also serves every other encoder, and thread and
+/// inline workers, which never encode jobs.
 ///
-/// Both ends must agree on the layout: the worker's handshake sends the layout of every job type
-/// (and output type) that is `PlainData`, field names and types in order, and a pool refuses a
-/// worker whose layouts differ from its own (``CrewError/Code-swift.struct/handshakeFailed``).
-/// A `PlainData` type nested inside another job is checked by its size only.
+/// Adopting `PlainData` states that any combination of field values is acceptable: a block is
+/// decoded without calling `init(from:)`, so checks made there do not run. Padding bytes between
+/// fields travel as they are in memory. Not for imported C structs with bitfields or unions,
+/// whose fields Swift's metadata does not show one by one.
+///
+/// Both ends must agree on the layout: the worker's handshake carries a digest of the layout of
+/// every job type (and output type) that is `PlainData`, field names and types in order, and a
+/// pool refuses a worker whose layouts differ from its own, as for any mismatched build (its
+/// jobs fail with ``CrewError/Code-swift.struct/workerStartFailed``). A `PlainData` type nested inside another
+/// job is checked by its size only. The first check in a process costs about a millisecond
+/// (Swift's reflection metadata is indexed on first use); later types, tens of microseconds.
 public protocol PlainData: BitwiseCopyable, Codable, Sendable {}
 
 /// The layout of a ``PlainData`` type, as checked once per type: its size, and a description of
@@ -38,6 +50,16 @@ struct PlainDataLayout: Sendable, Equatable {
     let stride: Int
     /// For example `{x:Int32,y:Int32}`.
     let signature: String
+
+    /// What the handshake carries for a job's layouts: a 64-bit FNV-1a digest in hex, so that
+    /// a layout of any length fits the hello's 16-bit strings; empty for no layout.
+    static func digest(_ layout: String) -> String {
+        guard !layout.isEmpty else { return "" }
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in layout.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        let hex = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
 
     /// Why a `PlainData` type cannot travel as its bytes.
     struct Problem: Error, Sendable {
@@ -62,49 +84,69 @@ struct PlainDataLayout: Sendable, Equatable {
     }
 
     private static func inspect<T: PlainData>(_ type: T.Type) -> Result<PlainDataLayout, Problem> {
-        // A value with every byte zero: valid for a type of numbers, and harmless to reflect for
-        // the other bitwise-copyable types this refuses.
-        let zero = withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { buffer in
-            let raw = UnsafeMutableRawPointer(buffer.baseAddress!)
-            raw.initializeMemory(as: UInt8.self, repeating: 0, count: MemoryLayout<T>.size)
-            return raw.load(as: T.self)
-        }
-        do {
-            let signature = try describe(zero, path: String(reflecting: type))
-            return .success(PlainDataLayout(size: MemoryLayout<T>.size, stride: MemoryLayout<T>.stride, signature: signature))
+        do throws(Problem) {
+            let layout = try describe(T.self, path: String(reflecting: T.self))
+            // Every byte of the type accounted for by the fields found: a type whose fields are
+            // hidden (built without reflection metadata), or an enum, shows fewer.
+            guard layout.size == MemoryLayout<T>.size else {
+                throw Problem(message: "\(String(reflecting: T.self)) takes \(MemoryLayout<T>.size) bytes, but its visible fields "
+                              + "only \(layout.size) (an enum, or a type built without reflection metadata)")
+            }
+            return .success(PlainDataLayout(size: MemoryLayout<T>.size, stride: MemoryLayout<T>.stride, signature: layout.signature))
         } catch {
             return .failure(error)
         }
     }
 
-    /// The names of the types a plain value may hold, with their identities.
-    private static let leaves: [ObjectIdentifier: String] = [
-        ObjectIdentifier(Int.self): "Int\(Int.bitWidth)", ObjectIdentifier(UInt.self): "UInt\(UInt.bitWidth)",
-        ObjectIdentifier(Int8.self): "Int8", ObjectIdentifier(UInt8.self): "UInt8",
-        ObjectIdentifier(Int16.self): "Int16", ObjectIdentifier(UInt16.self): "UInt16",
-        ObjectIdentifier(Int32.self): "Int32", ObjectIdentifier(UInt32.self): "UInt32",
-        ObjectIdentifier(Int64.self): "Int64", ObjectIdentifier(UInt64.self): "UInt64",
-        ObjectIdentifier(Float.self): "Float32", ObjectIdentifier(Double.self): "Float64",
+    /// The types a plain value may hold: names, and size (which is also the alignment).
+    private static let leaves: [ObjectIdentifier: (name: String, size: Int)] = [
+        ObjectIdentifier(Int.self): ("Int\(Int.bitWidth)", MemoryLayout<Int>.size),
+        ObjectIdentifier(UInt.self): ("UInt\(UInt.bitWidth)", MemoryLayout<UInt>.size),
+        ObjectIdentifier(Int8.self): ("Int8", 1), ObjectIdentifier(UInt8.self): ("UInt8", 1),
+        ObjectIdentifier(Int16.self): ("Int16", 2), ObjectIdentifier(UInt16.self): ("UInt16", 2),
+        ObjectIdentifier(Int32.self): ("Int32", 4), ObjectIdentifier(UInt32.self): ("UInt32", 4),
+        ObjectIdentifier(Int64.self): ("Int64", 8), ObjectIdentifier(UInt64.self): ("UInt64", 8),
+        ObjectIdentifier(Float.self): ("Float32", 4), ObjectIdentifier(Double.self): ("Float64", 8),
     ]
 
-    /// `value`'s fields, recursively, or the first one that is not a number.
-    private static func describe(_ value: Any, path: String) throws(Problem) -> String {
-        let valueType = Swift.type(of: value)
-        if let leaf = leaves[ObjectIdentifier(valueType)] { return leaf }
-        let name = String(reflecting: valueType)
-        guard !(value is any CustomReflectable) else {
-            throw Problem(message: "\(path) is a \(name), which customises its mirror, so its fields cannot be checked")
-        }
-        let mirror = Mirror(reflecting: value)
-        guard mirror.displayStyle == .struct || mirror.displayStyle == .tuple else {
-            throw Problem(message: "\(path) is a \(name), not a number or a struct of numbers (PlainData holds only integers and floats, so that any bytes are a valid value)")
-        }
+    /// The fields of `type`, recursively, from its type metadata (no value is made), or the first
+    /// one that is not a number. Each field must sit where Swift's layout rules put it after the
+    /// fields before it, so no byte can belong to a field that reflection does not show.
+    private static func describe(_ type: any Any.Type, path: String) throws(Problem) -> (signature: String, size: Int, alignment: Int) {
+        if let leaf = leaves[ObjectIdentifier(type)] { return (leaf.name, leaf.size, leaf.size) }
         var fields: [String] = []
-        for (index, child) in mirror.children.enumerated() {
-            let label = child.label ?? ".\(index)"
-            fields.append(label + ":" + (try describe(child.value, path: path + "." + label)))
+        var end = 0
+        var alignment = 1
+        var problem: Problem?
+        var index = 0
+        _forEachField(of: type) { name, offset, fieldType, kind in
+            let label = String(cString: name).isEmpty ? ".\(index)" : String(cString: name)
+            index += 1
+            let fieldPath = path + "." + label
+            do throws(Problem) {
+                // The standard library's other structs (Bool, pointers, SIMD vectors) are not
+                // numbers either; named as themselves rather than by their builtin fields.
+                guard leaves[ObjectIdentifier(fieldType)] != nil
+                    || (kind == .struct || kind == .tuple) && !String(reflecting: fieldType).hasPrefix("Swift.") else {
+                    throw Problem(message: "\(fieldPath) is a \(String(reflecting: fieldType)), not a number or a struct of numbers "
+                                  + "(PlainData holds only integers and floats, so that any bytes are a valid value)")
+                }
+                let field = try describe(fieldType, path: fieldPath)
+                let expected = (end + field.alignment - 1) / field.alignment * field.alignment
+                guard offset == expected else {
+                    throw Problem(message: "\(fieldPath) sits at byte \(offset), not \(expected): the type has fields reflection does not show")
+                }
+                fields.append(label + ":" + field.signature)
+                end = offset + field.size
+                alignment = max(alignment, field.alignment)
+                return true
+            } catch {
+                problem = error
+                return false
+            }
         }
+        if let problem { throw problem }
         // Type names are left out: a private type's name differs between two builds.
-        return "{" + fields.joined(separator: ",") + "}"
+        return ("{" + fields.joined(separator: ",") + "}", end, alignment)
     }
 }

@@ -419,8 +419,9 @@ final class PoolCore: Sendable {
         }
         for name in catalog.names {
             let layout = catalog.entries[name]?.layout ?? ""
-            if let theirs = offered[name], theirs != layout {
-                return "the worker lays out the plain data of \(name) as \"\(theirs)\", this pool as \"\(layout)\" (mismatched builds)"
+            if let theirs = offered[name], theirs != PlainDataLayout.digest(layout) {
+                let ours = layout.isEmpty ? "no plain data" : "\"\(layout.prefix(500))\""
+                return "the worker lays out the plain data of \(name) differently from this pool's \(ours) (mismatched builds)"
             }
         }
         return nil

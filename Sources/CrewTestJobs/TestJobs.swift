@@ -218,7 +218,6 @@ public struct Hoard: Job {
 }
 let hoard = Mutex<[[UInt8]]>([])
 
-/// Crashes its worker the first time it runs with a given marker path, succeeds afterwards.
 /// `CrashOnce` whose type carries a retry policy (short backoff): retried without asking.
 public struct RetriedCrashOnce: Job {
     public static var isIdempotent: Bool { true }
@@ -232,6 +231,7 @@ public struct RetriedCrashOnce: Job {
     }
 }
 
+/// Crashes its worker the first time it runs with a given marker path, succeeds afterwards.
 public struct CrashOnce: Job {
     public static var isIdempotent: Bool { true }
     public var marker: String

@@ -52,6 +52,17 @@ import Testing
         var flag: Bool
     }
 
+    struct WithOptional: PlainData { var value: Int; var maybe: Int? }
+    struct WithPointer: PlainData, @unchecked Sendable {
+        var pointer: UnsafeRawPointer
+        init(from decoder: any Decoder) throws { throw DecodingError.valueNotFound(Self.self, .init(codingPath: [], debugDescription: "")) }
+        func encode(to encoder: any Encoder) throws {}
+    }
+    struct WithVector: PlainData { var vector: SIMD4<Float> }
+    struct WithNestedBool: PlainData { var pair: Pair; var inner: Flagged }
+    enum Mode: Int, PlainData { case fast, slow }
+    struct Empty: PlainData, Equatable {}
+
     struct Holder: Codable, Equatable {
         var name: String
         var samples: [Sample]
@@ -126,6 +137,37 @@ import Testing
         #expect(bytes.first == BinaryFormat.tagKeyed, "refused types travel through Codable")
         #expect(try decode(Flagged.self, bytes) == value)
         #expect(try decode([Flagged].self, try encode([value, value])) == [value, value])
+    }
+
+    @Test func everyKindOfFieldThatIsNotANumberIsRefused() throws {
+        let refusals: [(String, Result<PlainDataLayout, PlainDataLayout.Problem>, String)] = [
+            ("optional", PlainDataLayout.of(WithOptional.self), "maybe"),
+            ("pointer", PlainDataLayout.of(WithPointer.self), "UnsafeRawPointer"),
+            ("SIMD vector", PlainDataLayout.of(WithVector.self), "SIMD4"),
+            ("nested Bool", PlainDataLayout.of(WithNestedBool.self), "inner.flag"),
+            ("enum", PlainDataLayout.of(Mode.self), "Mode"),
+        ]
+        for (what, result, mention) in refusals {
+            guard case .failure(let problem) = result else {
+                Issue.record("a PlainData type with a \(what) was accepted")
+                continue
+            }
+            #expect(problem.message.contains(mention), "\(what): \(problem.message)")
+        }
+        // An optional or enum is still fine through Codable.
+        #expect(try decode(Mode.self, try encode(Mode.slow)) == .slow)
+    }
+
+    @Test func emptyValuesAndArraysOfThem() throws {
+        #expect(try PlainDataLayout.of(Empty.self).get().signature == "{}")
+        #expect(try decode(Empty.self, try encode(Empty())) == Empty())
+        let many = [Empty](repeating: Empty(), count: 1000)
+        let bytes = try encode(many)
+        #expect(bytes.count < 10)
+        #expect(try decode([Empty].self, bytes) == many)
+        // A count of empty values far beyond any real array is refused, not allocated.
+        let huge: [UInt8] = [BinaryFormat.tagPlain, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x3F, 0]
+        #expect(BinaryCodecTests.decodingError { _ = try decode([Empty].self, huge) } != nil)
     }
 
     @Test func malformedBlocksAreDecodingErrors() throws {

@@ -38,7 +38,7 @@ final class BulkIterator<J: Job>: Sendable {
         /// place: a deque copied out of an enum payload would be copied whole on every job.
         var buffered: Deque<J> = []
         var nextChunk = 0
-        /// The chunks started and not yet finished; `.none` while one is being submitted.
+        /// The chunks started and not yet finished; `.ended` while one is being submitted.
         var running: [Int: BulkRunner<J>.Handle] = [:]
         /// Finished chunks not yet handed out, by chunk index. An async input's own failure is
         /// recorded as the chunk after the last one it fed.
@@ -202,7 +202,7 @@ final class BulkIterator<J: Job>: Sendable {
     private func launchChunk() -> Bool {
         guard let (index, chunk) = state.withLock({ (state: inout State) -> (Int, [J])? in
             guard let pulled = pullChunk(&state) else { return nil }
-            state.running[pulled.0] = BulkRunner<J>.Handle.none
+            state.running[pulled.0] = BulkRunner<J>.Handle.ended
             return pulled
         }) else { return false }
         let handle = runner.start(chunk) { [weak self] outputs in

@@ -179,8 +179,9 @@ struct BulkRunner<J: Job>: Sendable {
         case job(UInt64)
         /// A task that runs the chunk with retries.
         case task(Task<Void, Never>)
-        /// Ended before it started (a job that cannot be encoded).
-        case none
+        /// Nothing to stop: ended before it started (a job that cannot be encoded), or not
+        /// submitted yet.
+        case ended
     }
 
     /// Starts one chunk; one job alone goes as itself, several as a ``JobBatch``. `completion`
@@ -218,7 +219,7 @@ struct BulkRunner<J: Job>: Sendable {
             })
         } catch {
             completion(.failure(error))
-            return .none
+            return .ended
         }
     }
 
@@ -228,7 +229,7 @@ struct BulkRunner<J: Job>: Sendable {
         switch handle {
         case .job(let jobID): pool.core.cancel(jobID)
         case .task(let task): task.cancel()
-        case .none: break
+        case .ended: break
         }
     }
 

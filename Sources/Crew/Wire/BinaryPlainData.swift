@@ -147,7 +147,9 @@ extension BinaryReader {
         guard size == UInt64(expectedSize) else {
             throw .corrupt("A block of \(size)-byte values, where \(T.self) needs \(expectedSize) bytes each (mismatched builds).")
         }
-        guard size == 0 ? count <= UInt64(limit) : count <= UInt64((limit - p) / expectedSize) else {
+        // Values of no bytes take no input, but an array of them still takes memory (a stride of
+        // one byte each): their count is capped instead.
+        guard size == 0 ? count <= BinaryFormat.maxEmptyValues : count <= UInt64((limit - p) / expectedSize) else {
             throw .corrupt("A block of \(count) values of \(size) bytes exceeds the \(limit - p) bytes that remain.")
         }
         if case .value = plain, count != 1 {

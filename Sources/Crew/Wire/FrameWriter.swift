@@ -71,6 +71,7 @@ struct FrameWriter {
             append(hello.processID)
             append(hello.workerID)
             append(UInt32(hello.jobNames.count))
+            precondition(hello.jobNames.count == hello.jobLayouts.count, "a layout per job name")
             for (name, layout) in zip(hello.jobNames, hello.jobLayouts) {
                 appendString16(name)
                 appendString16(layout)

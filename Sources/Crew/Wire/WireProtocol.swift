@@ -15,7 +15,7 @@
 ///
 /// | type | direction | body |
 /// |---|---|---|
-/// | 1 hello | worker → pool | "CREW", version u16, pid i32, worker id u32, count u32, count × (str16 job name, str16 plain-data layout or empty) |
+/// | 1 hello | worker → pool | "CREW", version u16, pid i32, worker id u32, count u32, count × (str16 job name, str16 digest of its plain-data layouts or empty) |
 /// | 2 run | pool → worker | job id u64, flags u8 (bit 0: announce the start), job name str16, encoded arguments (rest) |
 /// | 3 result | worker → pool | job id u64, encoded output (rest) |
 /// | 4 failure | worker → pool | job id u64, kind u8, error type str16, message str32 |
@@ -78,7 +78,8 @@ struct Hello: Sendable, Equatable {
     var processID: Int32
     var workerID: UInt32
     var jobNames: [String]
-    /// Per job name, the layouts of its ``PlainData`` job and output types (empty for none).
+    /// Per job name, the digest of the layouts of its ``PlainData`` job and output types
+    /// (`PlainDataLayout.digest`; empty for none).
     var jobLayouts: [String]
 }
 
