@@ -122,6 +122,17 @@ final class WorkerServer: Sendable {
         /// Slots in use (a slot passes straight from a finished job to a held one).
         var active = 0
         var draining = false
+        /// Cancels for jobs this worker has not been sent (yet): the pool's threads can send a
+        /// job's cancel before its run frame. The oldest are forgotten beyond a few hundred
+        /// (most are for jobs that ended while the cancel was on its way).
+        var earlyCancels: Set<UInt64> = []
+        var earlyCancelOrder: Deque<UInt64> = []
+
+        mutating func rememberEarlyCancel(_ jobID: UInt64) {
+            guard earlyCancels.insert(jobID).inserted else { return }
+            earlyCancelOrder.append(jobID)
+            if earlyCancelOrder.count > 512 { earlyCancels.remove(earlyCancelOrder.removeFirst()) }
+        }
 
         var isIdle: Bool { active == 0 && pending.isEmpty }
     }
@@ -172,15 +183,19 @@ final class WorkerServer: Sendable {
                 return
             }
             let job = Pending(jobID: jobID, name: name, arguments: arguments, entry: entry, announceStart: announceStart)
-            let runner = jobs.withLock { state -> Runner? in
+            let (runner, cancelledAlready) = jobs.withLock { state -> (Runner?, Bool) in
+                if state.earlyCancels.remove(jobID) != nil { return (nil, true) }
                 guard state.active < concurrency else {
                     state.pending.append(job)
-                    return nil
+                    return (nil, false)
                 }
                 state.active += 1
                 let runner = Runner()
                 state.running[jobID] = runner
-                return runner
+                return (runner, false)
+            }
+            if cancelledAlready {
+                send(.failure(jobID: jobID, kind: .cancelled, errorType: "", message: "cancelled before it started"))
             }
             if let runner { launch(runner, job) }
         case .cancel(let jobID):
@@ -190,7 +205,10 @@ final class WorkerServer: Sendable {
                     runner.cancelRequested = true
                     return (runner.task, false)
                 }
-                guard let index = state.pending.firstIndex(where: { $0.jobID == jobID }) else { return (nil, false) }
+                guard let index = state.pending.firstIndex(where: { $0.jobID == jobID }) else {
+                    state.rememberEarlyCancel(jobID)
+                    return (nil, false)
+                }
                 state.pending.remove(at: index)
                 return (nil, true)
             }

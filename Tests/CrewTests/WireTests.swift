@@ -132,6 +132,20 @@ extension ProcessTests {
             #expect(await eventually { probe.log.last == "exited exited with status 0" })
         }
 
+        @Test func aCancelThatOvertakesItsRunFrameStillCancelsTheJob() async throws {
+            // Two pool threads can send a job's run frame and its cancel in either order.
+            let probe = try Probe()
+            probe.start()
+            #expect(await eventually { probe.log.first?.hasPrefix("hello") == true })
+            probe.worker.send(.cancel(jobID: 7))
+            probe.worker.send(.run(jobID: 7, name: Sleep.jobName, arguments: try BinaryEncoder().encode(Sleep(milliseconds: 60_000))))
+            probe.worker.send(.run(jobID: 8, name: Echo.jobName, arguments: try BinaryEncoder().encode(Echo(5))))
+            #expect(await eventually { probe.log.contains { $0.hasPrefix("result(jobID: 8") } })
+            #expect(probe.log.contains { $0.contains("jobID: 7, kind: Crew.FailureKind.cancelled") }, "\(probe.log)")
+            probe.worker.release()
+            #expect(await eventually { probe.log.last == "exited exited with status 0" })
+        }
+
         @Test func aWorkerEndsWhenThePoolSendsGarbage() async throws {
             let probe = try Probe()
             probe.start()
