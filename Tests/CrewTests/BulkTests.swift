@@ -100,6 +100,37 @@ extension ProcessTests {
             }
         }
 
+        @Test(arguments: [1, 3])
+        func aChunkThatCannotBeSentFailsTheMapAtOnce(chunkSize: Int) async throws {
+            try await withPool(.processes(1)) { pool in
+                // Refused before it reaches the pool (not in the catalog): the chunk ends inside
+                // its own submission.
+                await expectCrewError(.unknownJobType) {
+                    for try await _ in pool.map((0..<10).map { _ in NotInWorkerCatalog() }, chunkSize: chunkSize) {}
+                }
+                let value = try await pool.run(Echo(3))
+                #expect(value == 3)
+            }
+        }
+
+        @Test func cancellingTheConsumerCancelsTheChunksThatRun() async throws {
+            try await withPool(.processes(2)) { pool in
+                let consumer = Task {
+                    for try await _ in pool.map((0..<100).lazy.map { _ in Sleep(milliseconds: 60_000) }, maxInFlight: 4) {}
+                }
+                #expect(await eventually { pool.snapshot().workers.reduce(0) { $0 + $1.currentJobs.count } == 2 })
+                consumer.cancel()
+                await expectCrewError(.cancelled) { try await consumer.value }
+                // The sleeps are cancelled in the workers (cooperatively), and nothing waits.
+                #expect(await eventually {
+                    let snapshot = pool.snapshot()
+                    return snapshot.workers.allSatisfy { $0.currentJobs.isEmpty } && snapshot.queueDepth.values.allSatisfy { $0 == 0 }
+                })
+                let value = try await pool.run(Echo(4))
+                #expect(value == 4)
+            }
+        }
+
         @Test(arguments: [1, 2])
         func aJobTypesRetryPolicyAppliesInAMap(chunkSize: Int) async throws {
             try await withPool(.processes(1)) { pool in

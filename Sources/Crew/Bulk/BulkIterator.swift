@@ -2,8 +2,13 @@ import DequeModule
 import Synchronization
 
 /// The engine behind `map` and `mapUnordered`: pulls input lazily, keeps at most
-/// `maxInFlight` chunks running as tasks, and hands out finished chunks in input or completion
-/// order. Dropping it cancels whatever still runs.
+/// `maxInFlight` chunks running (submitted with a callback, see ``BulkRunner/start(_:completion:)``),
+/// and hands out finished chunks in input or completion order. Dropping it cancels whatever
+/// still runs.
+///
+/// Chunks arrive in a ``BulkMailbox``; the consumer moves them into the run's state and decodes
+/// their outputs, so the threads that end chunks never take the run's lock (held while the
+/// caller's input sequence is pulled) and never run the caller's code.
 ///
 /// The input is a `Sequence`, pulled by whoever starts chunks, or an `AsyncSequence`, pulled by
 /// a feeder task that waits while the pool has no room: either way, at most `maxInFlight` chunks
@@ -38,15 +43,14 @@ final class BulkIterator<J: Job>: Sendable {
         /// place: a deque copied out of an enum payload would be copied whole on every job.
         var buffered: Deque<J> = []
         var nextChunk = 0
-        /// The chunks started and not yet finished; `.ended` while one is being submitted.
-        var running: [Int: BulkRunner<J>.Handle] = [:]
-        /// Finished chunks not yet handed out, by chunk index. An async input's own failure is
-        /// recorded as the chunk after the last one it fed.
-        var finished: [Int: Result<Chunk, any Error>] = [:]
+        /// The chunks started and not yet taken from the mailbox, with their jobs; the handle is
+        /// `.ended` while the chunk is being submitted.
+        var running: [Int: (handle: BulkRunner<J>.Handle, jobs: [J])] = [:]
+        /// Finished chunks not yet handed out, by chunk index; their outputs are decoded when
+        /// they are handed out.
+        var finished: [Int: Result<(jobs: [J], outcome: BulkRunner<J>.Outcome), any Error>] = [:]
         /// In ordered mode, the chunk whose items come next.
         var nextToYield = 0
-        /// The consumer, waiting for a finished chunk.
-        var waiter: CheckedContinuation<Void, Never>?
         var feeder: Task<Void, Never>?
         /// The async input's own error: thrown once everything it delivered has been handed out.
         var inputError: (any Error)?
@@ -59,6 +63,8 @@ final class BulkIterator<J: Job>: Sendable {
     private let runner: BulkRunner<J>
     private let ordered: Bool
     private let state: Mutex<State>
+    /// Where chunks arrive and the consumer waits.
+    private let mailbox = BulkMailbox<BulkRunner<J>.Outcome>()
     /// Where the feeder waits for room. It holds the iterator only weakly meanwhile, so dropping
     /// the iterator ends everything even while the feeder waits.
     private let gate = FeederGate()
@@ -99,9 +105,9 @@ final class BulkIterator<J: Job>: Sendable {
     deinit {
         let running = state.withLock { state in
             state.feeder?.cancel()
-            return state.running.values
+            return state.running.values.map(\.handle)
         }
-        // Outside the lock: a cancelled job calls back at once (and finds this object gone).
+        // Outside the lock: a cancelled job calls back at once (into the mailbox only).
         for handle in running { runner.cancel(handle) }
         gate.open()
     }
@@ -113,8 +119,13 @@ final class BulkIterator<J: Job>: Sendable {
         try await withTaskCancellationHandler {
             while true {
                 startChunks()
+                let arrivals = mailbox.take()
                 var cancelled: [BulkRunner<J>.Handle] = []
-                let (chunk, error, done): (Chunk?, (any Error)?, Bool) = state.withLock { state in
+                let (taken, error, done) = state.withLock { state -> ((jobs: [J], outcome: BulkRunner<J>.Outcome)?, (any Error)?, Bool) in
+                    for (index, result) in arrivals {
+                        guard let entry = state.running.removeValue(forKey: index) else { continue }
+                        state.finished[index] = result.map { (entry.jobs, $0) }
+                    }
                     if state.ended { return (nil, nil, true) }
                     if let (index, result) = takeFinished(&state) {
                         state.finished[index] = nil
@@ -124,7 +135,7 @@ final class BulkIterator<J: Job>: Sendable {
                             return (chunk, nil, false)
                         case .failure(let error):
                             state.ended = true
-                            cancelled = fail(&state).running
+                            cancelled = fail(&state)
                             return (nil, error, true)
                         }
                     }
@@ -140,33 +151,39 @@ final class BulkIterator<J: Job>: Sendable {
                 }
                 for handle in cancelled { runner.cancel(handle) }
                 if let error { throw error }
-                if let chunk { return chunk }
-                if done { return nil }
-                await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
-                    let resumeNow = state.withLock { state -> Bool in
-                        if state.failed || hasFinished(state) || (state.running.isEmpty && !isAwaitingInput(state)) { return true }
-                        state.waiter = waiter
-                        return false
+                if let taken {
+                    // Decoded here, on the consumer's thread, outside the lock.
+                    do {
+                        return Chunk(jobs: taken.jobs, outputs: try runner.outputs(of: taken.jobs, taken.outcome))
+                    } catch {
+                        let running = state.withLock { state in
+                            state.ended = true
+                            return fail(&state)
+                        }
+                        for handle in running { runner.cancel(handle) }
+                        throw error
                     }
-                    if resumeNow { waiter.resume() }
                 }
+                if done { return nil }
+                let mustWait = state.withLock { state in
+                    !(state.failed || hasFinished(state) || (state.running.isEmpty && !isAwaitingInput(state)))
+                }
+                if mustWait { await mailbox.wait() }
             }
         } onCancel: {
-            let (waiter, running) = state.withLock { fail(&$0) }
+            let running = state.withLock { fail(&$0) }
             for handle in running { runner.cancel(handle) }
-            waiter?.resume()
+            mailbox.signal()
         }
     }
 
-    /// Stops everything: nothing more starts, and the feeder stops. Returns the consumer's
-    /// continuation and the running chunks, for the caller to resume and cancel after unlocking
-    /// (a cancelled chunk may call back at once, and its callback takes the lock).
-    private func fail(_ state: inout State) -> (waiter: CheckedContinuation<Void, Never>?, running: [BulkRunner<J>.Handle]) {
+    /// Stops everything: nothing more starts, and the feeder stops. Returns the running chunks,
+    /// for the caller to cancel after unlocking (a cancelled chunk may call back at once).
+    private func fail(_ state: inout State) -> [BulkRunner<J>.Handle] {
         state.failed = true
         state.feeder?.cancel()
         gate.open()
-        defer { state.waiter = nil }
-        return (state.waiter, Array(state.running.values))
+        return state.running.values.map(\.handle)
     }
 
     /// Whether the feeder may still deliver jobs (so an empty pool is not the end).
@@ -180,7 +197,7 @@ final class BulkIterator<J: Job>: Sendable {
     }
 
     /// Takes the next finished chunk that may be handed out: the next in input order, or any.
-    private func takeFinished(_ state: inout State) -> (Int, Result<Chunk, any Error>)? {
+    private func takeFinished(_ state: inout State) -> (Int, Result<(jobs: [J], outcome: BulkRunner<J>.Outcome), any Error>)? {
         if ordered {
             guard let result = state.finished[state.nextToYield] else { return nil }
             defer { state.nextToYield += 1 }
@@ -202,15 +219,15 @@ final class BulkIterator<J: Job>: Sendable {
     private func launchChunk() -> Bool {
         guard let (index, chunk) = state.withLock({ (state: inout State) -> (Int, [J])? in
             guard let pulled = pullChunk(&state) else { return nil }
-            state.running[pulled.0] = BulkRunner<J>.Handle.ended
+            state.running[pulled.0] = (BulkRunner<J>.Handle.ended, pulled.1)
             return pulled
         }) else { return false }
-        let handle = runner.start(chunk) { [weak self] outputs in
-            self?.finish(index, outputs.map { Chunk(jobs: chunk, outputs: $0) })
-        }
+        // The callback holds the mailbox, not this object: a reader thread never ends the run.
+        let mailbox = self.mailbox
+        let handle = runner.start(chunk) { outcome in mailbox.deliver(index, outcome) }
         let cancelNow = state.withLock { state -> Bool in
             guard state.running[index] != nil else { return false }  // it has ended already
-            state.running[index] = handle
+            state.running[index]!.handle = handle
             return state.failed
         }
         // The run failed or was cancelled while the chunk was being submitted.
@@ -262,7 +279,7 @@ final class BulkIterator<J: Job>: Sendable {
         }
         if outcome == .accepted {
             startChunks()
-            wakeConsumer()
+            mailbox.signal()
         }
         return outcome
     }
@@ -278,25 +295,7 @@ final class BulkIterator<J: Job>: Sendable {
             state.input = state.buffered.isEmpty ? .exhausted : .stream(ended: true)
         }
         startChunks()
-        wakeConsumer()
-    }
-
-    private func wakeConsumer() {
-        let waiter = state.withLock { state in
-            defer { state.waiter = nil }
-            return state.waiter
-        }
-        waiter?.resume()
-    }
-
-    private func finish(_ index: Int, _ result: Result<Chunk, any Error>) {
-        let waiter = state.withLock { state in
-            state.running[index] = nil
-            state.finished[index] = result
-            defer { state.waiter = nil }
-            return state.waiter
-        }
-        waiter?.resume()
+        mailbox.signal()
     }
 }
 

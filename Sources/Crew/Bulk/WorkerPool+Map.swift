@@ -184,22 +184,29 @@ struct BulkRunner<J: Job>: Sendable {
         case ended
     }
 
+    /// How a chunk ended well: with its worker's answer still encoded (decoded by whoever takes
+    /// the chunk, see ``outputs(of:_:)``), or with its outputs.
+    enum Outcome: Sendable {
+        case answer(JobOutput)
+        case outputs([J.Output])
+    }
+
     /// Starts one chunk; one job alone goes as itself, several as a ``JobBatch``. `completion`
-    /// gets the outputs, or the first failure, on the thread that ends the chunk (often a
-    /// worker's reader thread), possibly before this returns.
+    /// gets the outcome on the thread that ends the chunk (often a worker's reader thread),
+    /// possibly before this returns; it must not block.
     ///
     /// No task runs per chunk: the pool calls back when the job ends, which saves a task and a
     /// thread wake-up per chunk. A chunk of a type with a retry policy runs in a task, which can
     /// wait out the backoff (a batch is retried whole).
-    func start(_ chunk: [J], completion: @escaping @Sendable (Result<[J.Output], any Error>) -> Void) -> Handle {
+    func start(_ chunk: [J], completion: @escaping @Sendable (Result<Outcome, any Error>) -> Void) -> Handle {
         if J.retryPolicy != nil {
             return .task(Task {
                 do {
                     if chunk.count == 1 {
-                        completion(.success([try await pool.run(chunk[0], priority: priority, timeout: timeout)]))
+                        completion(.success(.outputs([try await pool.run(chunk[0], priority: priority, timeout: timeout)])))
                     } else {
                         let result = try await pool.run(JobBatch(jobs: chunk), priority: priority, timeout: timeout)
-                        completion(.success(try outputs(of: chunk, result)))
+                        completion(.success(.outputs(try outputs(of: chunk, result))))
                     }
                 } catch {
                     completion(.failure(error))
@@ -207,19 +214,26 @@ struct BulkRunner<J: Job>: Sendable {
             })
         }
         do {
-            if chunk.count == 1 {
-                return .job(try submit(chunk[0]) { result in
-                    completion(result.flatMap { output in Result { [try WorkerPool.decode(output, as: J.self)] } })
-                })
-            }
-            return .job(try submit(JobBatch(jobs: chunk)) { result in
-                completion(result.flatMap { output in
-                    Result { try outputs(of: chunk, try WorkerPool.decode(output, as: JobBatch<J>.self)) }
-                })
+            let payload = chunk.count == 1 ? try pool.payload(for: chunk[0]) : try pool.payload(for: JobBatch(jobs: chunk))
+            let name = chunk.count == 1 ? J.jobName : JobBatch<J>.jobName
+            return .job(pool.core.submit(name: name, payload: payload, priority: priority, timeout: timeout) { result in
+                completion(result.map { .answer($0) }.mapError { $0 })
             })
         } catch {
             completion(.failure(error))
             return .ended
+        }
+    }
+
+    /// The outputs of a chunk that ended well, or the first failure among its jobs.
+    func outputs(of chunk: [J], _ outcome: Outcome) throws -> [J.Output] {
+        switch outcome {
+        case .outputs(let outputs):
+            return outputs
+        case .answer(let answer) where chunk.count == 1:
+            return [try WorkerPool.decode(answer, as: J.self)]
+        case .answer(let answer):
+            return try outputs(of: chunk, try WorkerPool.decode(answer, as: JobBatch<J>.self))
         }
     }
 
@@ -230,15 +244,6 @@ struct BulkRunner<J: Job>: Sendable {
         case .job(let jobID): pool.core.cancel(jobID)
         case .task(let task): task.cancel()
         case .ended: break
-        }
-    }
-
-    private func submit<Submitted: Job>(
-        _ job: Submitted, completion: @escaping @Sendable (Result<JobOutput, any Error>) -> Void
-    ) throws -> UInt64 {
-        let payload = try pool.payload(for: job)
-        return pool.core.submit(name: Submitted.jobName, payload: payload, priority: priority, timeout: timeout) { result in
-            completion(result.mapError { $0 })
         }
     }
 
