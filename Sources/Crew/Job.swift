@@ -35,6 +35,14 @@ public protocol Job: Codable, Sendable {
     /// - Throws: any error; the caller receives a ``CrewError`` with code ``CrewError/Code/jobFailed``
     ///   that names the error's type and describes it.
     func run(in context: JobContext) async throws -> Output
+
+    /// Crew's own, provided for every job type: the layouts of the job and output types that
+    /// are ``PlainData``, which the worker's handshake carries. Do not implement it.
+    ///
+    /// A requirement, so that the answer is chosen when the type is compiled: asking each type
+    /// at run time (`as? any PlainData.Type`) costs a search of every conformance in the
+    /// process, which a worker would pay for every catalog entry before its first job.
+    static var _plainDataLayouts: String { get }
 }
 
 extension Job {
@@ -46,6 +54,24 @@ extension Job {
 
     /// No retries unless the type says so.
     public static var retryPolicy: RetryPolicy? { nil }
+
+    /// Neither the job nor its output is ``PlainData``.
+    public static var _plainDataLayouts: String { "" }
+}
+
+extension Job where Self: PlainData {
+    /// The job is ``PlainData``.
+    public static var _plainDataLayouts: String { PlainDataLayout.describe(job: Self.self, output: nil) }
+}
+
+extension Job where Output: PlainData {
+    /// The output is ``PlainData``.
+    public static var _plainDataLayouts: String { PlainDataLayout.describe(job: nil, output: Output.self) }
+}
+
+extension Job where Self: PlainData, Output: PlainData {
+    /// Both the job and its output are ``PlainData``.
+    public static var _plainDataLayouts: String { PlainDataLayout.describe(job: Self.self, output: Output.self) }
 }
 
 /// What a running job knows about where it runs.

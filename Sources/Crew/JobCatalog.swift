@@ -57,13 +57,7 @@ struct JobEntry: Sendable {
 
     init<J: Job>(_ type: J.Type) {
         name = J.jobName
-        layout = [("job", J.self as Any.Type), ("output", J.Output.self)].compactMap { role, type in
-            switch PlainDataLayout.ofAny(type) {
-            case nil: nil
-            case .success(let layout)?: "\(role) \(layout.size) \(layout.signature)"
-            case .failure(let problem)?: preconditionFailure("\(J.jobName): \(problem.message)")
-            }
-        }.joined(separator: "; ")
+        layout = J._plainDataLayouts
         run = { arguments, context in
             let job: J
             do {

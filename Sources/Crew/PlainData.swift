@@ -77,6 +77,19 @@ struct PlainDataLayout: Sendable, Equatable {
         return result
     }
 
+    /// What a catalog entry's handshake compares: the layouts of a job type and its output type,
+    /// those that are `PlainData`.
+    /// - Precondition: every type given holds only numbers (the message names the field).
+    static func describe(job: (any PlainData.Type)?, output: (any PlainData.Type)?) -> String {
+        [("job", job), ("output", output)].compactMap { role, type -> String? in
+            guard let type else { return nil }
+            switch of(type) {
+            case .success(let layout): return "\(role) \(layout.size) \(layout.signature)"
+            case .failure(let problem): preconditionFailure(problem.message)
+            }
+        }.joined(separator: "; ")
+    }
+
     /// The layout of `type` if it is `PlainData`; nil for every other type.
     static func ofAny(_ type: Any.Type) -> Result<PlainDataLayout, Problem>? {
         guard let plain = type as? any PlainData.Type else { return nil }
@@ -85,7 +98,7 @@ struct PlainDataLayout: Sendable, Equatable {
 
     private static func inspect<T: PlainData>(_ type: T.Type) -> Result<PlainDataLayout, Problem> {
         do throws(Problem) {
-            let layout = try describe(T.self, path: String(reflecting: T.self))
+            let layout = try describe(T.self, path: { String(reflecting: T.self) })
             // Every byte of the type accounted for by the fields found: a type whose fields are
             // hidden (built without reflection metadata), or an enum, shows fewer.
             guard layout.size == MemoryLayout<T>.size else {
@@ -111,8 +124,9 @@ struct PlainDataLayout: Sendable, Equatable {
 
     /// The fields of `type`, recursively, from its type metadata (no value is made), or the first
     /// one that is not a number. Each field must sit where Swift's layout rules put it after the
-    /// fields before it, so no byte can belong to a field that reflection does not show.
-    private static func describe(_ type: any Any.Type, path: String) throws(Problem) -> (signature: String, size: Int, alignment: Int) {
+    /// fields before it, so no byte can belong to a field that reflection does not show. Type
+    /// names are demangled only for messages: `path` makes the field's path when one is needed.
+    private static func describe(_ type: any Any.Type, path: () -> String) throws(Problem) -> (signature: String, size: Int, alignment: Int) {
         if let leaf = leaves[ObjectIdentifier(type)] { return (leaf.name, leaf.size, leaf.size) }
         var fields: [String] = []
         var end = 0
@@ -120,21 +134,26 @@ struct PlainDataLayout: Sendable, Equatable {
         var problem: Problem?
         var index = 0
         _forEachField(of: type) { name, offset, fieldType, kind in
-            let label = String(cString: name).isEmpty ? ".\(index)" : String(cString: name)
+            let label = name.pointee == 0 ? ".\(index)" : String(cString: name)
             index += 1
-            let fieldPath = path + "." + label
+            func fieldPath() -> String { path() + "." + label }
+            func notANumber() -> Problem {
+                Problem(message: "\(fieldPath()) is a \(String(reflecting: fieldType)), not a number or a struct of numbers "
+                        + "(PlainData holds only integers and floats, so that any bytes are a valid value)")
+            }
             do throws(Problem) {
-                // The standard library's other structs (Bool, pointers, SIMD vectors) are not
-                // numbers either; named as themselves rather than by their builtin fields.
-                guard leaves[ObjectIdentifier(fieldType)] != nil
-                    || (kind == .struct || kind == .tuple) && !String(reflecting: fieldType).hasPrefix("Swift.") else {
-                    throw Problem(message: "\(fieldPath) is a \(String(reflecting: fieldType)), not a number or a struct of numbers "
-                                  + "(PlainData holds only integers and floats, so that any bytes are a valid value)")
+                guard leaves[ObjectIdentifier(fieldType)] != nil || kind == .struct || kind == .tuple else { throw notANumber() }
+                let field: (signature: String, size: Int, alignment: Int)
+                do throws(Problem) {
+                    field = try describe(fieldType, path: fieldPath)
+                } catch {
+                    // The standard library's other structs (Bool, pointers, SIMD vectors) fail on
+                    // their builtin storage: name them as themselves.
+                    throw String(reflecting: fieldType).hasPrefix("Swift.") ? notANumber() : error
                 }
-                let field = try describe(fieldType, path: fieldPath)
                 let expected = (end + field.alignment - 1) / field.alignment * field.alignment
                 guard offset == expected else {
-                    throw Problem(message: "\(fieldPath) sits at byte \(offset), not \(expected): the type has fields reflection does not show")
+                    throw Problem(message: "\(fieldPath()) sits at byte \(offset), not \(expected): the type has fields reflection does not show")
                 }
                 fields.append(label + ":" + field.signature)
                 end = offset + field.size

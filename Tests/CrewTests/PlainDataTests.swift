@@ -123,6 +123,19 @@ import Testing
         let entry = JobEntry(PlainPoint.self)
         #expect(entry.layout == "job 16 {x:Float64,y:Float64}; output 20 {sum:Float64,product:Float64,count:Int32}")
         #expect(JobEntry(Echo.self).layout == "")
+        #expect(JobEntry(PlainJobOnly.self).layout == "job 8 {a:Int32,b:Int32}")
+        #expect(JobEntry(PlainOutputOnly.self).layout == "output 8 {a:Int32,b:Int32}")
+    }
+
+    struct PlainJobOnly: Job, PlainData {
+        var a: Int32
+        var b: Int32
+        func run(in context: JobContext) async throws -> String { "" }
+    }
+
+    struct PlainOutputOnly: Job {
+        var label: String
+        func run(in context: JobContext) async throws -> Pair { Pair(a: 1, b: 2) }
     }
 
     @Test func aTypeWithAFieldThatIsNotANumberIsRefusedAndUsesCodable() throws {
