@@ -371,9 +371,11 @@ final class PoolCore: Sendable {
             }
             if let timer = state.idleChecks.removeValue(forKey: workerID)?.timer { timers.append(timer) }
             let actions = state.machine.workerExited(workerID, termination: termination, stderrTail: stderrTail, now: .now())
-            return (actions, state.handles)
+            // Gone from the pool's view before its callers hear of it (perform resumes them).
+            let handles = state.handles
+            state.handles.removeValue(forKey: workerID)
+            return (actions, handles)
         })
-        state.withLock { _ = $0.handles.removeValue(forKey: workerID) }
         for timer in timers { Supervisor.shared.cancel(timer) }
     }
 
