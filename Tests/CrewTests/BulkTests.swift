@@ -113,10 +113,11 @@ extension ProcessTests {
             }
         }
 
-        @Test func cancellingTheConsumerCancelsTheChunksThatRun() async throws {
+        @Test(arguments: [1, 3])
+        func cancellingTheConsumerCancelsTheChunksThatRun(chunkSize: Int) async throws {
             try await withPool(.processes(2)) { pool in
                 let consumer = Task {
-                    for try await _ in pool.map((0..<100).lazy.map { _ in Sleep(milliseconds: 60_000) }, maxInFlight: 4) {}
+                    for try await _ in pool.map((0..<100).lazy.map { _ in Sleep(milliseconds: 60_000) }, maxInFlight: 4, chunkSize: chunkSize) {}
                 }
                 #expect(await eventually { pool.snapshot().workers.reduce(0) { $0 + $1.currentJobs.count } == 2 })
                 consumer.cancel()

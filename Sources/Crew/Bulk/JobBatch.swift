@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Several jobs of one type sent as one message and run one after another: `map`'s chunking,
 /// which makes tiny jobs cost one round trip per chunk instead of one each.
 struct JobBatch<Element: Job>: Job {
@@ -10,22 +12,37 @@ struct JobBatch<Element: Job>: Job {
     var jobs: [Element]
 
     func run(in context: JobContext) async throws -> BatchResult<Element.Output> {
-        var result = BatchResult<Element.Output>()
-        result.outputs.reserveCapacity(jobs.count)
-        // An index loop: `enumerated()` would look up the metadata of its (offset, element)
-        // tuple at every step, in this generic code that is never specialised.
-        var index = 0
-        while index < jobs.count {
-            try context.checkCancellation()
-            do {
-                result.outputs.append(try await jobs[index].run(in: context))
-            } catch {
-                result.failures.append(.init(index: index, type: String(reflecting: Swift.type(of: error)), message: String(describing: error)))
+        // Cancellation is noticed between jobs through a flag the handler sets: asking the task
+        // before every job (a thread-local look-up and a call into the runtime) was a tenth of a
+        // worker's time on a chunk of tiny jobs.
+        let cancelled = CancellationFlag()
+        return try await withTaskCancellationHandler {
+            var result = BatchResult<Element.Output>()
+            result.outputs.reserveCapacity(jobs.count)
+            // An index loop: `enumerated()` would look up the metadata of its (offset, element)
+            // tuple at every step, in this generic code that is never specialised.
+            var index = 0
+            while index < jobs.count {
+                if cancelled.isSet { throw CancellationError() }
+                do {
+                    result.outputs.append(try await jobs[index].run(in: context))
+                } catch {
+                    result.failures.append(.init(index: index, type: String(reflecting: Swift.type(of: error)), message: String(describing: error)))
+                }
+                index += 1
             }
-            index += 1
+            return result
+        } onCancel: {
+            cancelled.set()
         }
-        return result
     }
+}
+
+/// Set once, from any thread; read cheaply.
+final class CancellationFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+    var isSet: Bool { flag.load(ordering: .relaxed) }
+    func set() { flag.store(true, ordering: .relaxed) }
 }
 
 /// A batch's outcome: the outputs of the jobs that succeeded, in order, and the failures with
