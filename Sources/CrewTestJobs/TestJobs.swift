@@ -10,7 +10,7 @@ public enum TestJobs {
         Echo.self, Add.self, Sleep.self, Fail.self, Crash.self, Spin.self, BlockingSleep.self,
         Picky.self, Garbage.self, WhoAmI.self, Blob.self, Nested.self, Stamp.self,
         SetState.self, GetState.self, Hoard.self, CrashOnce.self, ThreadName.self, WaitForFile.self, LoggerMetadata.self, ExitWhileFileExists.self,
-        PlainPoint.self, WeightedTotal.self, RetriedCrashOnce.self,
+        PlainPoint.self, WeightedTotal.self, RetriedCrashOnce.self, RetriedSleep.self,
     ]
 }
 
@@ -217,6 +217,17 @@ public struct Hoard: Job {
     }
 }
 let hoard = Mutex<[[UInt8]]>([])
+
+/// `Sleep` whose type carries a retry policy: in `map`, its chunks run in tasks (the retry path).
+public struct RetriedSleep: Job {
+    public static var isIdempotent: Bool { true }
+    public static var retryPolicy: RetryPolicy? { RetryPolicy(maxAttempts: 3, initialBackoff: .milliseconds(1)) }
+    public var milliseconds: Int
+    public init(milliseconds: Int) { self.milliseconds = milliseconds }
+    public func run(in context: JobContext) async throws -> Int32 {
+        try await Sleep(milliseconds: milliseconds).run(in: context)
+    }
+}
 
 /// `CrashOnce` whose type carries a retry policy (short backoff): retried without asking.
 public struct RetriedCrashOnce: Job {

@@ -132,6 +132,25 @@ extension ProcessTests {
             }
         }
 
+        @Test(arguments: [1, 3])
+        func cancellingTheConsumerCancelsChunksOnTheRetryPath(chunkSize: Int) async throws {
+            try await withPool(.processes(2)) { pool in
+                let consumer = Task {
+                    for try await _ in pool.map((0..<100).lazy.map { _ in RetriedSleep(milliseconds: 60_000) }, maxInFlight: 4, chunkSize: chunkSize) {}
+                }
+                #expect(await eventually { pool.snapshot().workers.reduce(0) { $0 + $1.currentJobs.count } == 2 })
+                consumer.cancel()
+                await expectCrewError(.cancelled) { try await consumer.value }
+                // A cancelled job is not retried: nothing runs or waits afterwards.
+                #expect(await eventually {
+                    let snapshot = pool.snapshot()
+                    return snapshot.workers.allSatisfy { $0.currentJobs.isEmpty } && snapshot.queueDepth.values.allSatisfy { $0 == 0 }
+                })
+                let value = try await pool.run(Echo(6))
+                #expect(value == 6)
+            }
+        }
+
         @Test(arguments: [1, 2])
         func aJobTypesRetryPolicyAppliesInAMap(chunkSize: Int) async throws {
             try await withPool(.processes(1)) { pool in
