@@ -11,21 +11,6 @@ import Synchronization
 final class PoolCore: Sendable {
     typealias Machine = PoolStateMachine<Waiter, JobPayload>
 
-    /// Who gets a job's outcome: a suspended caller, or a callback (`map`'s chunks), which runs
-    /// on whichever thread ends the job (often a worker's reader thread), after the pool's lock
-    /// is released, and must not block.
-    enum Waiter: Sendable {
-        case task(UnsafeContinuation<JobOutput, any Error>)
-        case callback(@Sendable (Result<JobOutput, CrewError>) -> Void)
-
-        func resume(with result: Result<JobOutput, CrewError>) {
-            switch self {
-            case .task(let continuation): continuation.resume(with: result.mapError { $0 })
-            case .callback(let callback): callback(result)
-            }
-        }
-    }
-
     let catalog: JobCatalog
     let configuration: WorkerPool.Configuration
     let workers: Workers
@@ -382,7 +367,7 @@ final class PoolCore: Sendable {
     private func callbacks(for workerID: Int, pid: Int32, memoryLimit: Int?) -> ProcessWorker.Callbacks {
         ProcessWorker.Callbacks(
             hello: { [self] hello in
-                let problem = handshakeProblem(hello)
+                let problem = catalog.handshakeProblem(hello)
                 if let problem { logger.error("crew: worker \(workerID) refused: \(problem)") }
                 update { machine in
                     if let problem {
@@ -408,25 +393,6 @@ final class PoolCore: Sendable {
                 workerExited(workerID, termination: termination, stderrTail: stderrTail)
             }
         )
-    }
-
-    private func handshakeProblem(_ hello: Hello) -> String? {
-        guard hello.version == WireProtocol.version else {
-            return "the worker speaks protocol version \(hello.version), this pool \(WireProtocol.version) (mismatched builds)"
-        }
-        let offered = Dictionary(zip(hello.jobNames, hello.jobLayouts), uniquingKeysWith: { first, _ in first })
-        let missing = catalog.names.filter { offered[$0] == nil }
-        guard missing.isEmpty else {
-            return "the worker's catalog lacks \(missing.joined(separator: ", ")) (mismatched builds, or a worker executable with another catalog)"
-        }
-        for name in catalog.names {
-            let layout = catalog.entries[name]?.layout ?? ""
-            if let theirs = offered[name], theirs != PlainDataLayout.digest(layout) {
-                let ours = layout.isEmpty ? "no plain data" : "\"\(layout.prefix(500))\""
-                return "the worker lays out the plain data of \(name) differently from this pool's \(ours) (mismatched builds)"
-            }
-        }
-        return nil
     }
 
     // MARK: Shutdown
