@@ -195,6 +195,7 @@ import Testing
             ("two values for one", [BinaryFormat.tagPlain, 2, 8] + [UInt8](repeating: 0, count: 16), false),
             ("a count beyond the input", [BinaryFormat.tagPlain, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F, 8, 0], true),
             ("a huge value size", [BinaryFormat.tagPlain, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F], true),
+            ("no values of a size beyond Int", [BinaryFormat.tagPlain, 0] + [UInt8](repeating: 0xFF, count: 9) + [0x01], true),
         ]
         let goodPair = try encode(Pair(a: 1, b: 2))
         for (what, bytes, unskippable) in cases {

@@ -142,12 +142,8 @@ struct BinaryReader {
             let (start, count) = try readBulkHeader(&p, limit, tag)
             return start + count * BinaryFormat.bulkWidth(tag)
         case BinaryFormat.tagPlain:
-            let count = try readVarint(&p, limit)
-            let size = try readVarint(&p, limit)
-            guard size == 0 || count <= UInt64(limit - p) / size else {
-                throw .corrupt("A block of \(count) values of \(size) bytes exceeds the \(limit - p) bytes that remain.")
-            }
-            return p + Int(count &* size)
+            let (count, size) = try readPlainHeader(&p, limit)
+            return p + count * size
         default:
             throw .corrupt("Unknown tag 0x\(String(tag, radix: 16)) at offset \(position).")
         }

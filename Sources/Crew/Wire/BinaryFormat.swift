@@ -70,7 +70,7 @@ enum BinaryFormat {
     /// The deepest nesting of values either side accepts.
     static let maxDepth = 512
     /// The most values of a zero-size `PlainData` type one block may hold.
-    static let maxEmptyValues: UInt64 = 1 << 24
+    static let maxEmptyValues = 1 << 24
 
     static let tagNil: UInt8 = 0x00
     static let tagFalse: UInt8 = 0x01

@@ -129,6 +129,17 @@ extension BinaryEncodingState {
 }
 
 extension BinaryReader {
+    /// Reads a block's value count and value size after its tag; checks that the values fit
+    /// before `limit` (values of no bytes always fit).
+    func readPlainHeader(_ position: inout Int, _ limit: Int) throws(Failure) -> (count: Int, size: Int) {
+        let count = try readVarint(&position, limit)
+        let size = try readVarint(&position, limit)
+        guard size <= UInt64(Int.max), size == 0 ? count <= UInt64(Int.max) : count <= UInt64(limit - position) / size else {
+            throw .corrupt("A block of \(count) values of \(size) bytes exceeds the \(limit - position) bytes that remain.")
+        }
+        return (Int(count), Int(size))
+    }
+
     /// Reads a block as a `T` (a `PlainData` type or an array of one); `.notHandled` for any
     /// other type, or when the value at `position` is not a block (it is then decoded through
     /// `T`'s `Codable` conformance).
@@ -142,15 +153,14 @@ extension BinaryReader {
         }
         guard kind == 0, position < limit, base[position] == BinaryFormat.tagPlain else { throw .notHandled }
         var p = position + 1
-        let count = try readVarint(&p, limit)
-        let size = try readVarint(&p, limit)
-        guard size == UInt64(expectedSize) else {
+        let (count, size) = try readPlainHeader(&p, limit)
+        guard size == expectedSize else {
             throw .corrupt("A block of \(size)-byte values, where \(T.self) needs \(expectedSize) bytes each (mismatched builds).")
         }
         // Values of no bytes take no input, but an array of them still takes memory (a stride of
         // one byte each): their count is capped instead.
-        guard size == 0 ? count <= BinaryFormat.maxEmptyValues : count <= UInt64((limit - p) / expectedSize) else {
-            throw .corrupt("A block of \(count) values of \(size) bytes exceeds the \(limit - p) bytes that remain.")
+        guard size > 0 || count <= BinaryFormat.maxEmptyValues else {
+            throw .corrupt("A block of \(count) values of no bytes, more than the \(BinaryFormat.maxEmptyValues) a block may hold.")
         }
         if case .value = plain, count != 1 {
             throw .corrupt("A block of \(count) values, where one \(T.self) was expected.")
@@ -162,13 +172,13 @@ extension BinaryReader {
             case .value:
                 destination.copyMemory(from: source, byteCount: expectedSize)
             case .array(let array, _):
-                array.initializePlain(destination, count: Int(count), from: source)
+                array.initializePlain(destination, count: count, from: source)
             case .ordinary:
                 preconditionFailure()
             }
             return buffer.baseAddress!.move()
         }
-        position = p + Int(count) * expectedSize
+        position = p + count * expectedSize
         return value
     }
 }
