@@ -51,6 +51,8 @@ struct JobEntry: Sendable {
     /// The layouts of the job and output types that are ``PlainData``, which the handshake
     /// compares; empty if neither is.
     let layout: String
+    /// What the handshake carries of `layout` (``PlainDataLayout/digest(_:)``), made once.
+    let layoutDigest: String
     let run: @Sendable ([UInt8], JobContext) async -> Result<[UInt8], Failure>
 
     static func batch<J: Job>(of type: J.Type) -> JobEntry { JobEntry(JobBatch<J>.self) }
@@ -58,6 +60,7 @@ struct JobEntry: Sendable {
     init<J: Job>(_ type: J.Type) {
         name = J.jobName
         layout = J._plainDataLayouts
+        layoutDigest = PlainDataLayout.digest(layout)
         run = { arguments, context in
             let job: J
             do {

@@ -149,7 +149,7 @@ final class WorkerServer: Sendable {
     func start() {
         send(.hello(Hello(
             version: WireProtocol.version, processID: processID, workerID: UInt32(truncatingIfNeeded: workerID),
-            jobNames: catalog.names, jobLayouts: catalog.names.map { PlainDataLayout.digest(catalog.entries[$0]?.layout ?? "") }
+            jobNames: catalog.names, jobLayouts: catalog.names.map { catalog.entries[$0]?.layoutDigest ?? "" }
         )))
         PosixThread.start(name: "crew-reader") { [self] in readLoop() }.detach()
     }

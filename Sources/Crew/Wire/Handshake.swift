@@ -12,7 +12,7 @@ extension JobCatalog {
         }
         for name in names {
             let layout = entries[name]?.layout ?? ""
-            if let theirs = offered[name], theirs != PlainDataLayout.digest(layout) {
+            if let theirs = offered[name], theirs != entries[name]?.layoutDigest ?? "" {
                 let ours = layout.isEmpty ? "no plain data" : "\"\(layout.prefix(500))\""
                 return "the worker lays out the plain data of \(name) differently from this pool's \(ours) (mismatched builds)"
             }
