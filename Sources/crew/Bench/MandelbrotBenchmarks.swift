@@ -13,35 +13,12 @@ enum MandelbrotBenchmarks {
         let geometry = settings.mandelbrot
         let reference = checksum(await renderInProcess(geometry, concurrency: 2))  // also the warm-up
         var times: [String: [Double]] = [:]
-        for (key, workers) in [("mandelbrot_1_worker_s", 1), ("mandelbrot_2_workers_s", 2)] {
-            let (wall, parentCPU) = try await withBenchPool(MandelbrotCommand.workers(workers)) { pool in
-                _ = try await renderOnPool(pool, geometry, workers: workers)  // warm-up
-                var wall: [Double] = [], parentCPU: [Double] = []
-                for _ in 0..<settings.repetitions {
-                    let start = monotonicNanoseconds()
-                    let cpuStart = processCPUSeconds()
-                    let rows = try await renderOnPool(pool, geometry, workers: workers)
-                    wall.append(seconds(since: start))
-                    parentCPU.append((processCPUSeconds() - cpuStart) * 1000)
-                    guard checksum(rows) == reference else { throw BenchError("\(workers) worker(s) rendered a different image") }
-                }
-                return (wall, parentCPU)
-            }
-            times[key] = wall
-            if workers == 2 { times["mandelbrot_2_workers_parent_cpu_ms"] = parentCPU }
-        }
+        times["mandelbrot_1_worker_s"] = try await timedRenders(settings, reference, workers: 1, rowsPerMessage: 1).wall
+        let two = try await timedRenders(settings, reference, workers: 2, rowsPerMessage: 1)
+        times["mandelbrot_2_workers_s"] = two.wall
+        times["mandelbrot_2_workers_parent_cpu_ms"] = two.parentCPU
         // The same jobs, 8 rows per message: what the per-message cost is (info).
-        times["mandelbrot_2_workers_8_per_message_s"] = try await withBenchPool(MandelbrotCommand.workers(2)) { pool in
-            _ = try await MandelbrotCommand.renderRows(on: pool, geometry, workers: 2, rowsPerMessage: 8)  // warm-up
-            var wall: [Double] = []
-            for _ in 0..<settings.repetitions {
-                let start = monotonicNanoseconds()
-                let rows = try await MandelbrotCommand.renderRows(on: pool, geometry, workers: 2, rowsPerMessage: 8)
-                wall.append(seconds(since: start))
-                guard checksum(rows) == reference else { throw BenchError("8 rows per message rendered a different image") }
-            }
-            return wall
-        }
+        times["mandelbrot_2_workers_8_per_message_s"] = try await timedRenders(settings, reference, workers: 2, rowsPerMessage: 8).wall
         var inProcess: [Double] = []
         for _ in 0..<settings.repetitions {
             let start = monotonicNanoseconds()
@@ -53,6 +30,29 @@ enum MandelbrotBenchmarks {
         return times
     }
 
+    /// Renders on a new pool of `workers` (after a warm-up render), checking each image against
+    /// `reference`: per repetition, the wall time in s and this process's CPU time in ms.
+    private static func timedRenders(
+        _ settings: BenchSettings, _ reference: UInt64, workers: Int, rowsPerMessage: Int
+    ) async throws -> (wall: [Double], parentCPU: [Double]) {
+        let geometry = settings.mandelbrot
+        return try await withBenchPool(MandelbrotCommand.workers(workers)) { pool in
+            _ = try await MandelbrotCommand.renderRows(on: pool, geometry, workers: workers, rowsPerMessage: rowsPerMessage)
+            var wall: [Double] = [], parentCPU: [Double] = []
+            for _ in 0..<settings.repetitions {
+                let start = monotonicNanoseconds()
+                let cpuStart = processCPUSeconds()
+                let rows = try await MandelbrotCommand.renderRows(on: pool, geometry, workers: workers, rowsPerMessage: rowsPerMessage)
+                wall.append(seconds(since: start))
+                parentCPU.append((processCPUSeconds() - cpuStart) * 1000)
+                guard checksum(rows) == reference else {
+                    throw BenchError("\(workers) worker(s), \(rowsPerMessage) row(s) per message, rendered a different image")
+                }
+            }
+            return (wall, parentCPU)
+        }
+    }
+
     /// CPU time this process has used (user and system, all threads; not its workers').
     static func processCPUSeconds() -> Double {
         var usage = rusage()
@@ -60,11 +60,6 @@ enum MandelbrotBenchmarks {
         let user = Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
         let system = Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
         return user + system
-    }
-
-    /// Every row as a `MandelbrotRow` job, as the demo renders them.
-    static func renderOnPool(_ pool: WorkerPool, _ geometry: MandelbrotGeometry, workers: Int) async throws -> [[UInt8]] {
-        try await MandelbrotCommand.renderRows(on: pool, geometry, workers: workers)
     }
 
     /// Every row rendered in this process, at most `concurrency` at a time.
