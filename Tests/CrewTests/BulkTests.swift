@@ -115,39 +115,35 @@ extension ProcessTests {
 
         @Test(arguments: [1, 3])
         func cancellingTheConsumerCancelsTheChunksThatRun(chunkSize: Int) async throws {
+            // The sleeps are cancelled in the workers (cooperatively), and nothing waits.
+            try await expectCancellingTheConsumerStopsEverything(chunkSize: chunkSize) { Sleep(milliseconds: 60_000) }
+        }
+
+        @Test(arguments: [1, 3])
+        func cancellingTheConsumerCancelsChunksOnTheRetryPath(chunkSize: Int) async throws {
+            // A cancelled job is not retried: nothing runs or waits afterwards.
+            try await expectCancellingTheConsumerStopsEverything(chunkSize: chunkSize) { RetriedSleep(milliseconds: 60_000) }
+        }
+
+        /// A consumer of a map over endless long jobs is cancelled once both workers run one:
+        /// it gets `.cancelled`, every job ends in the workers, the queue empties, and the pool
+        /// serves on.
+        private func expectCancellingTheConsumerStopsEverything<J: Job>(
+            chunkSize: Int, _ job: @escaping @Sendable () -> J
+        ) async throws {
             try await withPool(.processes(2)) { pool in
                 let consumer = Task {
-                    for try await _ in pool.map((0..<100).lazy.map { _ in Sleep(milliseconds: 60_000) }, maxInFlight: 4, chunkSize: chunkSize) {}
+                    for try await _ in pool.map((0..<100).lazy.map { _ in job() }, maxInFlight: 4, chunkSize: chunkSize) {}
                 }
                 #expect(await eventually { pool.snapshot().workers.reduce(0) { $0 + $1.currentJobs.count } == 2 })
                 consumer.cancel()
                 await expectCrewError(.cancelled) { try await consumer.value }
-                // The sleeps are cancelled in the workers (cooperatively), and nothing waits.
                 #expect(await eventually {
                     let snapshot = pool.snapshot()
                     return snapshot.workers.allSatisfy { $0.currentJobs.isEmpty } && snapshot.queueDepth.values.allSatisfy { $0 == 0 }
                 })
                 let value = try await pool.run(Echo(4))
                 #expect(value == 4)
-            }
-        }
-
-        @Test(arguments: [1, 3])
-        func cancellingTheConsumerCancelsChunksOnTheRetryPath(chunkSize: Int) async throws {
-            try await withPool(.processes(2)) { pool in
-                let consumer = Task {
-                    for try await _ in pool.map((0..<100).lazy.map { _ in RetriedSleep(milliseconds: 60_000) }, maxInFlight: 4, chunkSize: chunkSize) {}
-                }
-                #expect(await eventually { pool.snapshot().workers.reduce(0) { $0 + $1.currentJobs.count } == 2 })
-                consumer.cancel()
-                await expectCrewError(.cancelled) { try await consumer.value }
-                // A cancelled job is not retried: nothing runs or waits afterwards.
-                #expect(await eventually {
-                    let snapshot = pool.snapshot()
-                    return snapshot.workers.allSatisfy { $0.currentJobs.isEmpty } && snapshot.queueDepth.values.allSatisfy { $0 == 0 }
-                })
-                let value = try await pool.run(Echo(6))
-                #expect(value == 6)
             }
         }
 
