@@ -113,9 +113,7 @@ extension ProcessTests {
             let gate = temporaryPath("gate")
             defer { unlink(gate) }
             try await withPool(.processes(1), { $0.maxQueued = 2 }) { pool in
-                let busy = Task { try await pool.run(WaitForFile(path: gate)) }
-                // The gate job runs (not merely "nothing is free": that holds before the worker is ready).
-                #expect(await eventually { pool.snapshot().workers.first?.currentJobs.map(\.name) == [WaitForFile.jobName] })
+                let busy = await startGateJob(pool, gate: gate)
                 let queued = (0..<2).map { value in Task { try await pool.run(Echo(value)) } }
                 #expect(await eventually { pool.queuedJobCount == 2 })
                 await expectCrewError(.queueFull) { try await pool.trySubmit(Echo(9)) }
@@ -276,8 +274,7 @@ extension ProcessTests {
             let gate = temporaryPath("gate")
             defer { unlink(gate) }
             try await withPool(.processes(1)) { pool in
-                let running = Task { try await pool.run(WaitForFile(path: gate)) }
-                #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 1 })
+                let running = await startGateJob(pool, gate: gate)
                 let queued = Task { try await pool.run(Echo(1), priority: .high) }
                 #expect(await eventually { pool.queuedJobCount == 1 })
                 let snapshot = pool.snapshot()
@@ -324,8 +321,7 @@ extension ProcessTests {
             defer { unlink(gate) }
             try await withPool(Workers.processes(1).prefetch(1)) { pool in
                 let pid = try await pool.run(Sleep(milliseconds: 0))
-                let running = Task { try await pool.run(WaitForFile(path: gate)) }
-                #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 1 })
+                let running = await startGateJob(pool, gate: gate)
                 let held = Task { try await pool.run(Crash(.sigkill)) }
                 #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 2 })
                 held.cancel()
@@ -346,8 +342,7 @@ extension ProcessTests {
             defer { unlink(gate) }
             try await withPool(Workers.processes(1).prefetch(1)) { pool in
                 let pid = try await pool.run(Sleep(milliseconds: 0))
-                let running = Task { try await pool.run(WaitForFile(path: gate)) }
-                #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 1 })
+                let running = await startGateJob(pool, gate: gate)
                 let held = Task { try await pool.run(Sleep(milliseconds: 50)) }
                 #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 2 })
                 running.cancel()

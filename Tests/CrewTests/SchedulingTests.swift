@@ -60,8 +60,7 @@ extension ProcessTests {
             let gate = temporaryPath("gate")
             defer { unlink(gate) }
             try await withTestPool(1) { pool in
-                let blocker = Task { try await pool.run(WaitForFile(path: gate)) }
-                #expect(await eventually { pool.snapshot().workers.first?.currentJobs.map(\.name) == [WaitForFile.jobName] })
+                let blocker = await startGateJob(pool, gate: gate)
                 let queued = Task { try await pool.run(Echo(1)) }
                 #expect(await eventually { pool.queuedJobCount == 1 })
                 queued.cancel()

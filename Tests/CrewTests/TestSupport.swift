@@ -1,6 +1,7 @@
 import Crew
 import CrewTestJobs
 import Glibc
+import Testing
 
 /// The worker executable built beside the test runner (the test target depends on it).
 let testWorkerPath: String = {
@@ -104,6 +105,17 @@ extension Substring {
 /// A fresh path under /tmp, unique to this process and call, that nothing has created yet.
 func temporaryPath(_ label: String, extension suffix: String = "") -> String {
     "/tmp/crew-\(label)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))\(suffix)"
+}
+
+/// Starts a `WaitForFile(path: gate)` job on a pool of one worker and returns once that worker
+/// runs it (not merely once nothing is free: that also holds before the worker is ready).
+func startGateJob(
+    _ pool: WorkerPool, gate: String, sourceLocation: SourceLocation = #_sourceLocation
+) async -> Task<Int32, any Error> {
+    let job = Task { try await pool.run(WaitForFile(path: gate)) }
+    #expect(await eventually { pool.snapshot().workers.first?.currentJobs.map(\.name) == [WaitForFile.jobName] },
+            sourceLocation: sourceLocation)
+    return job
 }
 
 /// Lets every ``WaitForFile`` job waiting on `path` finish.
