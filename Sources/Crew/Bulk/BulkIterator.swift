@@ -67,7 +67,7 @@ final class BulkIterator<J: Job>: Sendable {
     private let mailbox = BulkMailbox<BulkRunner<J>.Outcome>()
     /// Where the feeder waits for room. It holds the iterator only weakly meanwhile, so dropping
     /// the iterator ends everything even while the feeder waits.
-    private let gate = FeederGate()
+    private let gate = WakeGate()
 
     /// Runs the jobs that `pull` returns: up to so many at a time, fewer only at the end.
     /// `pull` is called under the run's lock only.
@@ -156,11 +156,7 @@ final class BulkIterator<J: Job>: Sendable {
                     do {
                         return Chunk(jobs: taken.jobs, outputs: try runner.outputs(of: taken.jobs, taken.outcome))
                     } catch {
-                        let running = state.withLock { state in
-                            state.ended = true
-                            return fail(&state)
-                        }
-                        for handle in running { runner.cancel(handle) }
+                        failAndCancel(ending: true)
                         throw error
                     }
                 }
@@ -171,10 +167,19 @@ final class BulkIterator<J: Job>: Sendable {
                 if mustWait { await mailbox.wait() }
             }
         } onCancel: {
-            let running = state.withLock { fail(&$0) }
-            for handle in running { runner.cancel(handle) }
+            failAndCancel(ending: false)
             mailbox.signal()
         }
+    }
+
+    /// Fails the run and cancels its running chunks, outside the lock; `ending` also marks the
+    /// consumer as having had its last answer.
+    private func failAndCancel(ending: Bool) {
+        let running = state.withLock { state in
+            if ending { state.ended = true }
+            return fail(&state)
+        }
+        for handle in running { runner.cancel(handle) }
     }
 
     /// Stops everything: nothing more starts, and the feeder stops. Returns the running chunks,
@@ -296,46 +301,6 @@ final class BulkIterator<J: Job>: Sendable {
         }
         startChunks()
         mailbox.signal()
-    }
-}
-
-/// A one-permit gate between a bulk run and its feeder task: `open` lets the next (or current)
-/// `wait` through; a cancelled task passes at once.
-final class FeederGate: Sendable {
-    private struct State {
-        var permit = false
-        var waiter: CheckedContinuation<Void, Never>?
-    }
-    private let state = Mutex(State())
-
-    func wait() async {
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
-                let passNow = state.withLock { state -> Bool in
-                    if state.permit || Task.isCancelled {
-                        state.permit = false
-                        return true
-                    }
-                    state.waiter = waiter
-                    return false
-                }
-                if passNow { waiter.resume() }
-            }
-        } onCancel: {
-            open()
-        }
-    }
-
-    func open() {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            guard let waiter = state.waiter else {
-                state.permit = true
-                return nil
-            }
-            state.waiter = nil
-            return waiter
-        }
-        waiter?.resume()
     }
 }
 

@@ -18,8 +18,9 @@
 // |             |                       | the elements                                               |
 // | 0x10 + k    | bulk array of numbers | varint element count, the elements' raw little-endian      |
 // |             |                       | bytes back to back                                         |
-//
 // | 0x1A        | PlainData block       | varint value count, varint value size, the values' bytes   |
+// |             |                       | (a `PlainData` value, or an array of them; see             |
+// |             |                       | BinaryPlainData.swift)                                     |
 //
 // Bulk element kinds k: 0 UInt8, 1 Int8, 2 UInt16, 3 Int16, 4 UInt32, 5 Int32, 6 UInt64,
 // 7 Int64, 8 Float, 9 Double (`Int` and `UInt` travel as their 64-bit kinds).
