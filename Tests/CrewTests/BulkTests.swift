@@ -113,6 +113,17 @@ extension ProcessTests {
             }
         }
 
+        @Test(arguments: [1, 2])
+        func aChunkPastItsTimeoutFailsTheMapWithTimedOut(chunkSize: Int) async throws {
+            try await withPool(.processes(1)) { pool in
+                await expectCrewError(.timedOut) {
+                    for try await _ in pool.map([Spin(), Spin()], chunkSize: chunkSize, timeout: .milliseconds(200)) {}
+                }
+                let value = try await pool.run(Echo(5))
+                #expect(value == 5)
+            }
+        }
+
         @Test(arguments: [1, 3])
         func cancellingTheConsumerCancelsTheChunksThatRun(chunkSize: Int) async throws {
             // The sleeps are cancelled in the workers (cooperatively), and nothing waits.

@@ -132,6 +132,19 @@ extension ProcessTests {
             #expect(await eventually { probe.log.last == "exited exited with status 0" })
         }
 
+        @Test func aMalformedPlainBlockIsUndecodableAndTheWorkerServesOn() async throws {
+            let probe = try Probe()
+            probe.start()
+            #expect(await eventually { probe.log.first?.hasPrefix("hello") == true })
+            // A block of 4-byte values where PlainPoint takes 16: another build's layout.
+            probe.worker.send(.run(jobID: 1, name: PlainPoint.jobName, arguments: [BinaryFormat.tagPlain, 1, 4, 1, 2, 3, 4]))
+            probe.worker.send(.run(jobID: 2, name: PlainPoint.jobName, arguments: try BinaryEncoder().encode(PlainPoint(x: 1, y: 2))))
+            #expect(await eventually { probe.log.contains { $0.hasPrefix("result(jobID: 2") } })
+            #expect(probe.log.contains { $0.contains("jobID: 1, kind: Crew.FailureKind.undecodableArguments") }, "\(probe.log)")
+            probe.worker.release()
+            #expect(await eventually { probe.log.last == "exited exited with status 0" })
+        }
+
         @Test func aCancelThatOvertakesItsRunFrameStillCancelsTheJob() async throws {
             // Two pool threads can send a job's run frame and its cancel in either order.
             let probe = try Probe()
