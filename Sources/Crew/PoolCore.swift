@@ -160,10 +160,10 @@ final class PoolCore: Sendable {
 
     private func perform(_ work: (actions: [Machine.Action], handles: [Int: any WorkerHandle])) {
         let (actions, handles) = work
+        sendDispatches(actions, handles)
         for action in actions {
             switch action {
-            case .dispatch(let workerID, let jobID, let name, let payload, let timeout, let announceStart):
-                handles[workerID]?.dispatch(jobID: jobID, name: name, payload: payload, announceStart: announceStart)
+            case .dispatch(_, let jobID, _, _, let timeout, _):
                 if let timeout { armTimeout(jobID, timeout) }
             case .armTimeout(let jobID, let timeout):
                 armTimeout(jobID, timeout)
@@ -212,6 +212,24 @@ final class PoolCore: Sendable {
         }
     }
 
+    /// Hands out the dispatched jobs first, each worker's in one batch (one write for a process
+    /// worker: an answer that frees a slot often lets several held jobs go at once), before the
+    /// callers are resumed. Other actions never need to precede a dispatch: a worker that is
+    /// killed or released gets no jobs.
+    private func sendDispatches(_ actions: [Machine.Action], _ handles: [Int: any WorkerHandle]) {
+        var batches: [(workerID: Int, jobs: [DispatchedJob])] = []
+        for action in actions {
+            guard case .dispatch(let workerID, let jobID, let name, let payload, _, let announceStart) = action else { continue }
+            let job = DispatchedJob(jobID: jobID, name: name, payload: payload, announceStart: announceStart)
+            if let index = batches.firstIndex(where: { $0.workerID == workerID }) {
+                batches[index].jobs.append(job)
+            } else {
+                batches.append((workerID, [job]))
+            }
+        }
+        for batch in batches { handles[batch.workerID]?.dispatch(batch.jobs) }
+    }
+
     private func armTimeout(_ jobID: UInt64, _ timeout: Duration) {
         let timer = Supervisor.shared.schedule(at: .now() + timeout) { [weak self] in
             guard let self else { return }
@@ -225,15 +243,6 @@ final class PoolCore: Sendable {
             return false
         }
         if ended { Supervisor.shared.cancel(timer) }
-    }
-
-    /// Cancels the timeout timers of jobs that ended.
-    private func disarmTimeouts(_ jobIDs: [UInt64]) {
-        let timers = state.withLock { state -> [Supervisor.TimerID] in
-            guard !state.timeouts.isEmpty else { return [] }
-            return jobIDs.compactMap { state.timeouts.removeValue(forKey: $0) }
-        }
-        for timer in timers { Supervisor.shared.cancel(timer) }
     }
 
     private func release(_ handle: any WorkerHandle) {
@@ -250,12 +259,16 @@ final class PoolCore: Sendable {
         guard group.kind.isOutOfProcess else {
             let worker = LocalWorker(id: workerID, kind: group.kind, logger: logger, events: LocalWorkerEvents(
                 jobEnded: { [self] jobID, result in
-                    update { machine in
+                    // One pass under the lock: the job's end, and its timeout timer taken out.
+                    var timer: Supervisor.TimerID?
+                    perform(state.withLock { state in
                         let now = MonotonicTime.now()
-                        return machine.jobEnded(jobID, on: workerID, result, now: now)
-                            ?? machine.protocolViolation(workerID, message: "an answer for job \(jobID), which it does not hold", now: now)
-                    }
-                    disarmTimeouts([jobID])
+                        timer = state.timeouts.isEmpty ? nil : state.timeouts.removeValue(forKey: jobID)
+                        let actions = state.machine.jobEnded(jobID, on: workerID, result, now: now)
+                            ?? state.machine.protocolViolation(workerID, message: "an answer for job \(jobID), which it does not hold", now: now)
+                        return (actions, state.handles)
+                    })
+                    if let timer { Supervisor.shared.cancel(timer) }
                 },
                 exited: { [self] in workerExited(workerID, termination: nil, stderrTail: nil) }
             ))

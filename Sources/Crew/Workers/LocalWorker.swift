@@ -30,7 +30,11 @@ final class LocalWorker: WorkerHandle {
         executor = kind == .thread ? ThreadExecutor(name: "crew-thread-\(id)") : nil
     }
 
-    func dispatch(jobID: UInt64, name: String, payload: JobPayload, announceStart: Bool) {
+    func dispatch(_ jobs: [DispatchedJob]) {
+        for job in jobs { start(job.jobID, name: job.name, payload: job.payload) }
+    }
+
+    private func start(_ jobID: UInt64, name: String, payload: JobPayload) {
         guard let run = payload.local else {
             finish(jobID, .failure(CrewError(.unknownJobType, "the job has no in-process form", jobName: name, workerID: id)))
             return

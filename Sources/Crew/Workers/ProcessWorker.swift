@@ -257,8 +257,13 @@ private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeM
 extension ProcessWorker: WorkerHandle {
     var processID: Int32? { pid }
 
-    func dispatch(jobID: UInt64, name: String, payload: JobPayload, announceStart: Bool) {
-        send(.run(jobID: jobID, name: name, arguments: payload.encoded ?? [], announceStart: announceStart))
+    func dispatch(_ jobs: [DispatchedJob]) {
+        outbox.send { writer in
+            for job in jobs {
+                writer.write(PoolMessage.run(
+                    jobID: job.jobID, name: job.name, arguments: job.payload.encoded ?? [], announceStart: job.announceStart))
+            }
+        }
     }
 
     func cancel(jobID: UInt64) {

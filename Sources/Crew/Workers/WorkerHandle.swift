@@ -4,9 +4,9 @@ protocol WorkerHandle: AnyObject, Sendable {
     var id: Int { get }
     /// The worker's process, for process workers.
     var processID: Int32? { get }
-    /// Hands a job to the worker; with `announceStart`, the worker reports when it starts it (it
-    /// may hold the job first).
-    func dispatch(jobID: UInt64, name: String, payload: JobPayload, announceStart: Bool)
+    /// Hands jobs to the worker, in order (a process worker sends them in one write); with
+    /// `announceStart`, the worker reports when it starts a job (it may hold the job first).
+    func dispatch(_ jobs: [DispatchedJob])
     /// Asks the worker to cancel a job (cooperatively).
     func cancel(jobID: UInt64)
     /// Ends the worker now: SIGKILL for a process; an in-process worker cancels its jobs and
@@ -16,6 +16,14 @@ protocol WorkerHandle: AnyObject, Sendable {
     func release()
     /// Escalation for a released worker that lingers: SIGTERM for a process.
     func terminate()
+}
+
+/// A job as the pool hands it to a worker.
+struct DispatchedJob: Sendable {
+    var jobID: UInt64
+    var name: String
+    var payload: JobPayload
+    var announceStart: Bool
 }
 
 /// What an in-process worker reports to the pool.
