@@ -30,8 +30,15 @@ extension PoolStateMachine {
         nextSequence += 1
         let key = QueueKey(priority: request.priority, sequence: nextSequence, id: request.id)
         queued[request.id] = (request, key)
-        queues[request.requirement, default: Heap()].insert(key)
+        if case .any = request.requirement {
+            anyQueue.insert(key)
+        } else {
+            keyedQueues[request.requirement, default: Heap()].insert(key)
+        }
     }
+
+    /// Whether any job waits in a queue (cancelled ones included until they are dropped).
+    var hasQueueKeys: Bool { !anyQueue.isEmpty || !keyedQueues.isEmpty }
 
     /// Nil if some worker, now or later, can take a job with this requirement; the error otherwise.
     func unservable(_ requirement: Requirement, name: String) -> CrewError? {
@@ -39,6 +46,8 @@ extension PoolStateMachine {
         case .worker(let id):
             if let worker = workers[id], worker.isActive { return nil }
             return CrewError(.noEligibleWorker, "worker \(id) does not exist or is stopping", jobName: name)
+        case .any where groups.indices.contains(where: { groups[$0].maximum > 0 && startFailures[$0] == nil }):
+            return nil  // the common case, without building the list below
         case .any, .tag:
             let able = groups.indices.filter { canServe(group: $0, requirement) }
             if able.contains(where: { startFailures[$0] == nil }) { return nil }
@@ -65,39 +74,42 @@ extension PoolStateMachine {
     // MARK: Dispatching
 
     /// Matches queued jobs with free slots, then starts workers for what is left.
-    mutating func dispatch(now: MonotonicTime, _ actions: inout [Action]) {
+    ///
+    /// With `scalingUp` false it starts no workers: after a slot freed up, which adds no demand.
+    mutating func dispatch(now: MonotonicTime, scalingUp: Bool = true, _ actions: inout [Action]) {
         // Stop as soon as the queue is empty: with many free slots (large prefetch), scanning
         // them all on every submit and every answer made each job cost O(slots).
         var unmatched: [Int] = []
         while !queued.isEmpty, let workerID = freeSlots.popLast() {
-            // Only the fields needed: copying the worker would retain its job list.
-            guard let phase = workers[workerID]?.phase, phase == .ready, let group = workers[workerID]?.group else { continue }
+            guard let group = updateWorker(workerID, { $0.acceptsJobs ? $0.group : nil }) ?? nil else { continue }
             guard let request = popBestRequest(forWorker: workerID, group: group) else {
                 unmatched.append(workerID)
                 continue
             }
-            assign(request, to: workerID, now: now, &actions)
+            assign(request, to: workerID, group: group, now: now, &actions)
         }
-        freeSlots.append(contentsOf: unmatched.reversed())
+        if !unmatched.isEmpty { freeSlots.append(contentsOf: unmatched.reversed()) }
         admitOverflow(now: now, &actions)
-        scaleUp(now: now, &actions)
+        if scalingUp { scaleUp(now: now, &actions) }
     }
 
-    private mutating func assign(_ request: Request, to workerID: Int, now: MonotonicTime, _ actions: inout [Action]) {
-        // Mutated in place: a copy would make every append copy the worker's job list.
-        let group = groups[workers[workerID]!.group]
-        // A job beyond what the worker runs at once waits in the worker: its timeout starts later.
-        let startsNow = workers[workerID]!.inFlight.count < group.jobsPerWorker
-        workers[workerID]!.inFlight.append(request.id)
-        workers[workerID]!.jobsDispatched += 1
-        workers[workerID]!.idleSince = nil
-        let jobsDispatched = workers[workerID]!.jobsDispatched
+    private mutating func assign(_ request: Request, to workerID: Int, group: Int, now: MonotonicTime, _ actions: inout [Action]) {
+        let jobsPerWorker = groups[group].jobsPerWorker
+        // In place, with one look-up: a copy would make every append copy the worker's job list.
+        let (startsNow, jobsDispatched) = updateWorker(workerID) { worker in
+            // A job beyond what the worker runs at once waits in the worker: its timeout starts later.
+            let startsNow = worker.inFlight.count < jobsPerWorker
+            worker.inFlight.append(request.id)
+            worker.jobsDispatched += 1
+            worker.idleSince = nil
+            return (startsNow, worker.jobsDispatched)
+        }!
         running[request.id] = RunningJob(
             name: request.name, workerID: workerID, waiter: request.waiter, pendingTimeout: startsNow ? nil : request.timeout)
         actions.append(.dispatch(
             workerID: workerID, jobID: request.id, name: request.name, payload: request.payload,
             timeout: startsNow ? request.timeout : nil, announceStart: !startsNow && request.timeout != nil))
-        if let limit = group.maxJobsPerWorker, jobsDispatched >= limit {
+        if let limit = groups[group].maxJobsPerWorker, jobsDispatched >= limit {
             // Its last job: start the replacement now, while that job runs.
             retire(workerID, because: "it ran its maximum of \(limit) jobs", now: now, &actions)
         }
@@ -112,24 +124,39 @@ extension PoolStateMachine {
             if best.map({ min < $0.1 }) ?? true { best = (requirement, min) }
         }
         consider(.any)
-        consider(.worker(workerID))
-        for tag in groups[group].tags { consider(.tag(tag)) }
+        if !keyedQueues.isEmpty {
+            consider(.worker(workerID))
+            for tag in groups[group].tags { consider(.tag(tag)) }
+        }
         guard let (requirement, key) = best else { return nil }
-        queues[requirement]!.removeMin()
-        if queues[requirement]!.isEmpty { queues[requirement] = nil }
+        if case .any = requirement {
+            anyQueue.removeMin()
+        } else {
+            keyedQueues[requirement]!.removeMin()
+            if keyedQueues[requirement]!.isEmpty { keyedQueues[requirement] = nil }
+        }
         return queued.removeValue(forKey: key.id)!.request
     }
 
     /// The first key of a queue that belongs to a job still queued, after dropping the keys of
     /// jobs cancelled while queued; nil if none is left. The heap is changed in place, never
     /// copied (a copy would cost a pass over the whole queue per dispatch).
+    ///
+    /// A job is enqueued once, so a key is live exactly while its job is queued.
     private mutating func liveMinimum(of requirement: Requirement) -> QueueKey? {
-        guard queues[requirement] != nil else { return nil }
-        while let min = queues[requirement]!.min {
-            if queued[min.id]?.key.sequence == min.sequence { return min }
-            queues[requirement]!.removeMin()
+        if case .any = requirement {
+            while let min = anyQueue.min {
+                if queued.index(forKey: min.id) != nil { return min }
+                anyQueue.removeMin()
+            }
+            return nil
         }
-        queues[requirement] = nil
+        guard keyedQueues[requirement] != nil else { return nil }
+        while let min = keyedQueues[requirement]!.min {
+            if queued.index(forKey: min.id) != nil { return min }
+            keyedQueues[requirement]!.removeMin()
+        }
+        keyedQueues[requirement] = nil
         return nil
     }
 
@@ -143,12 +170,12 @@ extension PoolStateMachine {
 
     /// Starts workers, within each group's maximum, for queued jobs no free worker can take.
     private mutating func scaleUp(now: MonotonicTime, _ actions: inout [Action]) {
-        guard lifecycle == .running || lifecycle == .draining, !queues.isEmpty else { return }
+        guard lifecycle == .running || lifecycle == .draining, hasQueueKeys else { return }
         // The common case under load: every group is at its maximum, so nothing can start.
         guard groups.indices.contains(where: { startFailures[$0] == nil && activeCount(inGroup: $0) < groups[$0].maximum }) else {
             return
         }
-        for (requirement, heap) in queues where !heap.isEmpty {
+        for (requirement, heap) in [(Requirement.any, anyQueue)] + keyedQueues.map({ ($0.key, $0.value) }) where !heap.isEmpty {
             if case .worker = requirement { continue }
             var waiting = heap.count
             for worker in workers.values where worker.phase.isStartingUp && canServe(group: worker.group, requirement) {
@@ -194,17 +221,18 @@ extension PoolStateMachine {
             running[jobID] = job
             return nil
         }
-        if let index = workers[workerID]!.inFlight.firstIndex(of: jobID) { workers[workerID]!.inFlight.remove(at: index) }
-        workers[workerID]!.jobsDone += 1
-        let worker = workers[workerID]!
+        let (group, startedAt, acceptsJobs) = updateWorker(workerID) { worker in
+            if let index = worker.inFlight.firstIndex(of: jobID) { worker.inFlight.remove(at: index) }
+            worker.jobsDone += 1
+            return (worker.group, worker.startedAt, worker.acceptsJobs)
+        }!
         var actions: [Action] = []
         if job.isInit {
             initJobEnded(workerID, result, now: now, &actions)
             return actions
         }
         if let waiter = job.waiter { actions.append(.resume(waiter, result)) }
-        let group = groups[worker.group]
-        if let maxAge = group.maxAge, worker.startedAt + maxAge <= now, worker.acceptsJobs {
+        if let maxAge = groups[group].maxAge, startedAt + maxAge <= now, acceptsJobs {
             handOver(workerID, because: "it reached its maximum age of \(maxAge)", now: now, &actions)
         }
         slotFreed(workerID, now: now, &actions)
@@ -214,20 +242,23 @@ extension PoolStateMachine {
 
     /// A worker's job ended: give it another, release it if it is retiring, or note it idle.
     private mutating func slotFreed(_ workerID: Int, now: MonotonicTime, _ actions: inout [Action]) {
-        guard let phase = workers[workerID]?.phase else { return }
-        switch phase {
-        case .ready:
+        guard let ready = updateWorker(workerID, { $0.acceptsJobs }) else { return }
+        if ready {
             freeSlots.append(workerID)
-            dispatch(now: now, &actions)
-            let worker = workers[workerID]!
-            if worker.inFlight.isEmpty && worker.acceptsJobs {
-                workers[workerID]!.idleSince = now
-                let group = groups[worker.group]
-                var checks: [MonotonicTime] = []
-                if let idle = group.idleTimeout, activeCount(inGroup: worker.group) > group.minimum { checks.append(now + idle) }
-                if let maxAge = group.maxAge { checks.append(worker.startedAt + maxAge) }
-                if let at = checks.min() { actions.append(.checkIdle(workerID: workerID, at: at)) }
-            }
+            dispatch(now: now, scalingUp: false, &actions)
+            // Idle now: note it, and check back when it may go.
+            guard let (group, startedAt) = updateWorker(workerID, { worker -> (Int, MonotonicTime)? in
+                guard worker.inFlight.isEmpty && worker.acceptsJobs else { return nil }
+                worker.idleSince = now
+                return (worker.group, worker.startedAt)
+            }) ?? nil else { return }
+            var checks: [MonotonicTime] = []
+            if let idle = groups[group].idleTimeout, activeCount(inGroup: group) > groups[group].minimum { checks.append(now + idle) }
+            if let maxAge = groups[group].maxAge { checks.append(startedAt + maxAge) }
+            if let at = checks.min() { actions.append(.checkIdle(workerID: workerID, at: at)) }
+            return
+        }
+        switch workers[workerID]!.phase {
         case .retiring where workers[workerID]!.inFlight.isEmpty:
             workers[workerID]!.phase = .stopping(.retired("retired"))
             actions.append(.release(workerID: workerID))

@@ -126,7 +126,7 @@ struct PoolStateMachine<Waiter, Payload> {
         /// For a successor: the worker to retire once this one is ready, and why.
         var retireOnReady: (workerID: Int, reason: String)?
 
-        var acceptsJobs: Bool { phase == .ready }
+        var acceptsJobs: Bool { if case .ready = phase { true } else { false } }
         var isActive: Bool {
             switch phase {
             case .retiring, .stopping: false
@@ -169,7 +169,10 @@ struct PoolStateMachine<Waiter, Payload> {
     var workers: [Int: Worker] = [:]
     var running: [UInt64: RunningJob] = [:]
     var queued: [UInt64: (request: Request, key: QueueKey)] = [:]
-    var queues: [Requirement: Heap<QueueKey>] = [:]
+    /// The queue of jobs for any worker (nearly all jobs): reached without hashing a requirement.
+    var anyQueue = Heap<QueueKey>()
+    /// The queues of jobs for a tag or for one worker.
+    var keyedQueues: [Requirement: Heap<QueueKey>] = [:]
     /// Requests waiting for room in a full queue, first come first served.
     var overflow: [Request] = []
     /// Free job slots, as worker ids; a worker with room for n jobs appears n times. Last in,
@@ -213,6 +216,15 @@ struct PoolStateMachine<Waiter, Payload> {
 
     func activeCount(inGroup group: Int) -> Int {
         workers.values.count { $0.group == group && $0.isActive }
+    }
+
+    /// Changes a worker in place, with one look-up; nil if there is no such worker. (Reading
+    /// `workers[id]!` copies the worker, retaining its job list; writing through it again looks
+    /// the worker up each time.)
+    @inline(__always)
+    mutating func updateWorker<R>(_ id: Int, _ change: (inout Worker) -> R) -> R? {
+        guard let index = workers.index(forKey: id) else { return nil }
+        return change(&workers.values[index])
     }
 
     /// Free job slots on ready workers.
