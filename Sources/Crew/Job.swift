@@ -1,5 +1,4 @@
 public import Logging
-import Synchronization
 
 /// A unit of work that a ``WorkerPool`` runs on one of its workers.
 ///
@@ -167,13 +166,25 @@ public struct JobPriority: Hashable, Comparable, Sendable, CustomStringConvertib
 /// The default wire names, computed once per type: `String(reflecting:)` costs about a
 /// microsecond, and a pool needs the name several times per job.
 enum DefaultJobNames {
-    private static let names = Mutex<[ObjectIdentifier: String]>([:])
+    /// Per thread: every `run` asks for its type's name, often several times, and one shared
+    /// lock here was contended by every caller of every pool.
+    private static let cache = BinaryThreadLocal<Cache>()
 
     static func name(of type: Any.Type) -> String {
         let key = ObjectIdentifier(type)
-        if let name = names.withLock({ $0[key] }) { return name }
-        let name = String(reflecting: type)
-        names.withLock { $0[key] = name }
-        return name
+        return cache.get(orMake: Cache.init)._withUnsafeGuaranteedRef { cache in
+            if cache.lastType == key { return cache.lastName }
+            let name = cache.names[key] ?? String(reflecting: type)
+            cache.names[key] = name
+            cache.lastType = key
+            cache.lastName = name
+            return name
+        }
+    }
+
+    private final class Cache {
+        var names: [ObjectIdentifier: String] = [:]
+        var lastType: ObjectIdentifier?
+        var lastName = ""
     }
 }
