@@ -57,16 +57,16 @@ final class LocalWorker: WorkerHandle {
     }
 
     private func finish(_ jobID: UInt64, _ result: Result<JobOutput, CrewError>) {
-        let (report, exitNow) = state.withLock { state -> (Bool, Bool) in
+        let (report, exitNow, stopExecutor) = state.withLock { state -> (Bool, Bool, Bool) in
             state.tasks[jobID] = nil
             let report = !state.exited
             let exitNow = state.released && state.tasks.isEmpty && !state.exited
             if exitNow { state.exited = true }
-            return (report, exitNow)
+            return (report, exitNow, !exitNow && state.exited && state.tasks.isEmpty)
         }
         if report { events.jobEnded(jobID, result) }
         if exitNow { exit() }
-        else if state.withLock({ $0.exited && $0.tasks.isEmpty }) { executor?.stop() }
+        else if stopExecutor { executor?.stop() }
     }
 
     func cancel(jobID: UInt64) {
