@@ -175,9 +175,10 @@ extension PoolStateMachine {
         guard groups.indices.contains(where: { startFailures[$0] == nil && activeCount(inGroup: $0) < groups[$0].maximum }) else {
             return
         }
-        for (requirement, heap) in [(Requirement.any, anyQueue)] + keyedQueues.map({ ($0.key, $0.value) }) where !heap.isEmpty {
+        let waitingByRequirement = [(Requirement.any, anyQueue.count)] + keyedQueues.map { ($0.key, $0.value.count) }
+        for (requirement, queued) in waitingByRequirement where queued > 0 {
             if case .worker = requirement { continue }
-            var waiting = heap.count
+            var waiting = queued
             for worker in workers.values where worker.phase.isStartingUp && canServe(group: worker.group, requirement) {
                 waiting -= groups[worker.group].slotsPerWorker
             }
