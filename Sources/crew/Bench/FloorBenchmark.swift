@@ -72,6 +72,9 @@ enum FloorBenchmark {
             peer.wait()
         }
         let cpus = CPUAffinity.allowedCPUs()
+        guard cpus.count >= 2 || placement != .crossCPU else { throw BenchError("only \(cpus.count) CPU may be used") }
+        // Unpinned before this thread hands its result to Swift code (see CPUAffinity.pin).
+        defer { CPUAffinity.pin(0, to: cpus) }
         switch placement {
         case .unpinned:
             break
@@ -111,19 +114,32 @@ enum CPUAffinity {
         dlsym(dlopen(nil, RTLD_NOW), name).map { unsafeBitCast($0, to: Call.self) }
     }
 
-    /// The CPUs this process may run on, in order.
+    /// The CPUs this process may run on, in order: the main thread's set, which is never pinned
+    /// (the calling thread may have inherited a pin, see ``pin(_:to:)``).
     static func allowedCPUs() -> [Int] {
         var set = cpu_set_t()
-        guard let get = function("sched_getaffinity"), get(0, MemoryLayout<cpu_set_t>.size, &set) == 0 else { return [] }
+        guard let get = function("sched_getaffinity"), get(getpid(), MemoryLayout<cpu_set_t>.size, &set) == 0 else { return [] }
         return withUnsafeBytes(of: &set) { bytes in
             (0..<(bytes.count * 8)).filter { bytes[$0 / 8] & (1 << ($0 % 8)) != 0 }
         }
     }
 
     /// Pins `pid` (0: the calling thread) to `cpu`.
+    ///
+    /// A pinned thread must be unpinned (``pin(_:to:)`` with every allowed CPU) before it
+    /// resumes Swift code: threads created from it, such as a new thread of the cooperative pool
+    /// that a continuation's resumption starts, inherit its pin.
     static func pin(_ pid: pid_t, to cpu: Int) -> Bool {
+        pin(pid, to: [cpu])
+    }
+
+    /// Lets `pid` (0: the calling thread) run on any of `cpus`.
+    @discardableResult
+    static func pin(_ pid: pid_t, to cpus: [Int]) -> Bool {
         var set = cpu_set_t()
-        withUnsafeMutableBytes(of: &set) { $0[cpu / 8] |= UInt8(1 << (cpu % 8)) }
+        withUnsafeMutableBytes(of: &set) { bytes in
+            for cpu in cpus { bytes[cpu / 8] |= UInt8(1 << (cpu % 8)) }
+        }
         guard let call = function("sched_setaffinity") else { return false }
         return call(pid, MemoryLayout<cpu_set_t>.size, &set) == 0
     }
