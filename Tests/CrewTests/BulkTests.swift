@@ -113,6 +113,26 @@ extension ProcessTests {
             }
         }
 
+        @Test func aChunkThatCannotBeEncodedAmongOthersFailsTheMapAfterTheOutputsBeforeIt() async throws {
+            // Chunks are pulled and submitted together: the 21st job is too large for a frame,
+            // the others are sent with it in the same pass.
+            try await withPool(.processes(2), { $0.maxFrameSize = 64 * 1024 }) { pool in
+                let jobs = (0..<40).map { SetState($0 == 20 ? String(repeating: "k", count: 100_000) : "key\($0)", $0) }
+                var outputs = 0
+                await expectCrewError(.unencodableArguments) {
+                    for try await _ in pool.map(jobs, maxInFlight: 40) { outputs += 1 }
+                }
+                #expect(outputs == 20)
+                // The jobs after it were cancelled or ran to their end: nothing is left behind.
+                #expect(await eventually {
+                    let snapshot = pool.snapshot()
+                    return snapshot.workers.allSatisfy { $0.currentJobs.isEmpty } && snapshot.queueDepth.values.allSatisfy { $0 == 0 }
+                })
+                let value = try await pool.run(Echo(6))
+                #expect(value == 6)
+            }
+        }
+
         @Test(arguments: [1, 2])
         func aChunkPastItsTimeoutFailsTheMapWithTimedOut(chunkSize: Int) async throws {
             try await withPool(.processes(1)) { pool in
