@@ -45,6 +45,7 @@ enum BenchSuite {
         ], measure: InProcessBenchmarks.inlineRoundTrip),
         Benchmark(title: "process throughput", figures: [
             FigureSpec(key: "process_jobs_per_s", unit: "jobs/s", explanation: "Noops on 2 process workers (prefetch 32), one pool.run per job, many in flight"),
+            FigureSpec(key: "process_map_unchunked_jobs_per_s", unit: "jobs/s", explanation: "  the same Noops through pool.mapUnordered, one job per message (info)"),
         ], measure: PoolBenchmarks.throughput),
         Benchmark(title: "thread throughput", figures: [
             FigureSpec(key: "thread_jobs_per_s", unit: "jobs/s", explanation: "Noops on 2 thread workers, one pool.run per job"),

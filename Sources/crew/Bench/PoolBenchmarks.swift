@@ -32,26 +32,49 @@ enum PoolBenchmarks {
         return samples
     }
 
-    /// Tiny jobs through a pool with two process workers, each `pool.run` its own child task
-    /// with `settings.inFlight` outstanding: jobs per second, per repetition.
+    /// Tiny jobs through a pool with two process workers, `settings.inFlight` outstanding: each
+    /// `pool.run` its own child task, and (info) the same jobs through `mapUnordered`, one job
+    /// per message. Jobs per second, per repetition.
     static func throughput(_ settings: BenchSettings) async throws -> [String: [Double]] {
         // Each worker holds the next jobs while it runs one (prefetch), so frames batch.
-        ["process_jobs_per_s": try await concurrentRates(Workers.processes(2).prefetch(32), settings)]
+        try await withBenchPool(Workers.processes(2).prefetch(32)) { pool in
+            [
+                "process_jobs_per_s": try await rates(settings) { try await runConcurrently(pool, jobs: $0, inFlight: settings.inFlight) },
+                "process_map_unchunked_jobs_per_s": try await rates(settings) { try await mapUnchunked(pool, jobs: $0, inFlight: settings.inFlight) },
+            ]
+        }
     }
 
-    /// `settings.throughputJobs` Noops through a new pool of `workers`, after a warm-up of a
-    /// tenth as many: jobs per second, per repetition.
+    /// `settings.throughputJobs` Noops through a new pool of `workers`, each `pool.run` its own
+    /// child task: jobs per second, per repetition.
     static func concurrentRates(_ workers: Workers, _ settings: BenchSettings) async throws -> [Double] {
         try await withBenchPool(workers) { pool in
-            _ = try await runConcurrently(pool, jobs: settings.throughputJobs / 10, inFlight: settings.inFlight)
-            var rates: [Double] = []
-            for _ in 0..<settings.repetitions {
-                let start = monotonicNanoseconds()
-                let jobs = try await runConcurrently(pool, jobs: settings.throughputJobs, inFlight: settings.inFlight)
-                rates.append(Double(jobs) / seconds(since: start))
-            }
-            return rates
+            try await rates(settings) { try await runConcurrently(pool, jobs: $0, inFlight: settings.inFlight) }
         }
+    }
+
+    /// Runs `settings.throughputJobs` jobs through `run` per repetition, after a warm-up of a
+    /// tenth as many; `run` returns how many completed. Jobs per second, per repetition.
+    private static func rates(_ settings: BenchSettings, _ run: (Int) async throws -> Int) async throws -> [Double] {
+        _ = try await run(settings.throughputJobs / 10)
+        var rates: [Double] = []
+        for _ in 0..<settings.repetitions {
+            let start = monotonicNanoseconds()
+            let jobs = try await run(settings.throughputJobs)
+            rates.append(Double(jobs) / seconds(since: start))
+        }
+        return rates
+    }
+
+    /// Runs `jobs` Noops through `mapUnordered` (one job per message) with at most `inFlight`
+    /// outstanding; returns how many completed, after checking their outputs.
+    static func mapUnchunked(_ pool: WorkerPool, jobs: Int, inFlight: Int) async throws -> Int {
+        var completed = 0
+        for try await (job, output) in pool.mapUnordered((0..<jobs).lazy.map { Noop(value: $0) }, maxInFlight: inFlight) {
+            guard output == job.value else { throw BenchError("Noop(\(job.value)) answered \(output)") }
+            completed += 1
+        }
+        return completed
     }
 
     /// Runs `jobs` Noops with at most `inFlight` outstanding; returns how many completed.
