@@ -124,26 +124,19 @@ final class PoolCore: Sendable {
         }
     }
 
-    /// Submits jobs without suspending, in one pass under the lock (so that the jobs a free
-    /// worker can take leave in one write): `completion` gets each job's outcome with its
-    /// position in `jobs` (see ``Waiter/callback(_:)``), possibly before this returns. Waits for
-    /// room in the queue like `run`. Returns the jobs' ids, for ``cancel(_:)``.
+    /// Submits a job without suspending: `completion` gets its outcome (see ``Waiter/callback(_:)``),
+    /// possibly before this returns. Waits for room in the queue like `run`. Returns the job's
+    /// id, for ``cancel(_:)``.
     func submit(
-        _ jobs: [(name: String, payload: JobPayload)], priority: JobPriority, timeout: Duration?,
-        completion: @escaping @Sendable (Int, Result<JobOutput, CrewError>) -> Void
-    ) -> [UInt64] {
-        let first = nextJobID.wrappingAdd(UInt64(jobs.count), ordering: .relaxed).oldValue
-        update { machine in
-            let now = MonotonicTime.now()
-            var actions: [Machine.Action] = []
-            for (index, job) in jobs.enumerated() {
-                actions += machine.submit(Machine.Request(
-                    id: first &+ UInt64(index), name: job.name, payload: job.payload, priority: priority, timeout: timeout,
-                    requirement: .any, waiter: .callback { completion(index, $0) }, waitsForRoom: true), now: now)
-            }
-            return actions
-        }
-        return (0..<jobs.count).map { first &+ UInt64($0) }
+        name: String, payload: JobPayload, priority: JobPriority, timeout: Duration?,
+        completion: @escaping @Sendable (Result<JobOutput, CrewError>) -> Void
+    ) -> UInt64 {
+        let jobID = nextJobID.wrappingAdd(1, ordering: .relaxed).oldValue
+        let request = Machine.Request(
+            id: jobID, name: name, payload: payload, priority: priority, timeout: timeout,
+            requirement: .any, waiter: .callback(completion), waitsForRoom: true)
+        update { $0.submit(request, now: .now()) }
+        return jobID
     }
 
     /// Cancels a job: removed if it waits, asked to stop if it runs; nothing if it has ended.

@@ -105,7 +105,7 @@ final class BulkIterator<J: Job>: Sendable {
     deinit {
         let running = state.withLock { state in
             state.feeder?.cancel()
-            return state.running.values.map { $0.handle }
+            return state.running.values.map(\.handle)
         }
         // Outside the lock: a cancelled job calls back at once (into the mailbox only).
         for handle in running { runner.cancel(handle) }
@@ -188,7 +188,7 @@ final class BulkIterator<J: Job>: Sendable {
         state.failed = true
         state.feeder?.cancel()
         gate.open()
-        return state.running.values.map { $0.handle }
+        return state.running.values.map(\.handle)
     }
 
     /// Whether the feeder may still deliver jobs (so an empty pool is not the end).
@@ -214,44 +214,29 @@ final class BulkIterator<J: Job>: Sendable {
     /// Pulls input and starts chunks until `maxInFlight` run (finished but unconsumed ones count).
     /// Both the consumer and the feeder call it.
     private func startChunks() {
-        while launchChunks() {}
+        while launchChunk() {}
     }
 
-    /// How many jobs, at most, are pulled before the chunks that hold them start together (in
-    /// one pass under the pool's lock). Large chunks start one by one, so the first one runs
-    /// while the next is pulled and encoded.
-    private static var jobsPerLaunch: Int { 64 }
-
-    /// Pulls chunks, registered as running in the same critical section (a chunk is never
+    /// Pulls one chunk, registered as running in the same critical section (a chunk is never
     /// between the input and `running`, where the end of the run could be declared without it,
-    /// or room counted twice), then starts them outside the lock, since they may end at once.
+    /// or room counted twice), then starts it outside the lock, since it may end at once.
     /// Returns false if there was nothing to start.
-    private func launchChunks() -> Bool {
-        let pulled = state.withLock { state -> [(index: Int, jobs: [J])] in
-            var pulled: [(index: Int, jobs: [J])] = []
-            var jobs = 0
-            while jobs < Self.jobsPerLaunch, let (index, chunk) = pullChunk(&state) {
-                state.running[index] = (BulkRunner<J>.Handle.ended, chunk)
-                pulled.append((index, chunk))
-                jobs += chunk.count
-            }
+    private func launchChunk() -> Bool {
+        guard let (index, chunk) = state.withLock({ (state: inout State) -> (Int, [J])? in
+            guard let pulled = pullChunk(&state) else { return nil }
+            state.running[pulled.0] = (BulkRunner<J>.Handle.ended, pulled.1)
             return pulled
-        }
-        if pulled.isEmpty { return false }
+        }) else { return false }
         // The callback holds the mailbox, not this object: a reader thread never ends the run.
         let mailbox = self.mailbox
-        let indices = pulled.map { $0.index }
-        let handles = runner.start(pulled.map { $0.jobs }) { position, outcome in mailbox.deliver(indices[position], outcome) }
-        let cancelNow = state.withLock { state -> [BulkRunner<J>.Handle] in
-            var cancelNow: [BulkRunner<J>.Handle] = []
-            for (index, handle) in zip(indices, handles) where state.running[index] != nil {  // else it has ended
-                state.running[index]!.handle = handle
-                if state.failed { cancelNow.append(handle) }
-            }
-            return cancelNow
+        let handle = runner.start(chunk) { outcome in mailbox.deliver(index, outcome) }
+        let cancelNow = state.withLock { state -> Bool in
+            guard state.running[index] != nil else { return false }  // it has ended already
+            state.running[index]!.handle = handle
+            return state.failed
         }
-        // The run failed or was cancelled while the chunks were being submitted.
-        for handle in cancelNow { runner.cancel(handle) }
+        // The run failed or was cancelled while the chunk was being submitted.
+        if cancelNow { runner.cancel(handle) }
         return true
     }
 

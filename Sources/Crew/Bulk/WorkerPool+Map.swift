@@ -191,50 +191,38 @@ struct BulkRunner<J: Job>: Sendable {
         case outputs([J.Output])
     }
 
-    /// Starts chunks; one job alone goes as itself, several as a ``JobBatch``. `completion` gets
-    /// each chunk's outcome, with its position in `chunks`, on the thread that ends the chunk
-    /// (often a worker's reader thread), possibly before this returns; it must not block.
-    /// Returns each chunk's handle, at the same positions.
+    /// Starts one chunk; one job alone goes as itself, several as a ``JobBatch``. `completion`
+    /// gets the outcome on the thread that ends the chunk (often a worker's reader thread),
+    /// possibly before this returns; it must not block.
     ///
     /// No task runs per chunk: the pool calls back when the job ends, which saves a task and a
-    /// thread wake-up per chunk, and the chunks are submitted in one pass under the pool's lock,
-    /// so those a free worker takes leave in one write. A chunk of a type with a retry policy
-    /// runs in a task, which can wait out the backoff (a batch is retried whole).
-    func start(_ chunks: [[J]], completion: @escaping @Sendable (Int, Result<Outcome, any Error>) -> Void) -> [Handle] {
+    /// thread wake-up per chunk. A chunk of a type with a retry policy runs in a task, which can
+    /// wait out the backoff (a batch is retried whole).
+    func start(_ chunk: [J], completion: @escaping @Sendable (Result<Outcome, any Error>) -> Void) -> Handle {
         if J.retryPolicy != nil {
-            return chunks.enumerated().map { position, chunk in
-                .task(Task {
-                    do {
-                        if chunk.count == 1 {
-                            completion(position, .success(.outputs([try await pool.run(chunk[0], priority: priority, timeout: timeout)])))
-                        } else {
-                            let result = try await pool.run(JobBatch(jobs: chunk), priority: priority, timeout: timeout)
-                            completion(position, .success(.outputs(try outputs(of: chunk, result))))
-                        }
-                    } catch {
-                        completion(position, .failure(error))
+            return .task(Task {
+                do {
+                    if chunk.count == 1 {
+                        completion(.success(.outputs([try await pool.run(chunk[0], priority: priority, timeout: timeout)])))
+                    } else {
+                        let result = try await pool.run(JobBatch(jobs: chunk), priority: priority, timeout: timeout)
+                        completion(.success(.outputs(try outputs(of: chunk, result))))
                     }
-                })
-            }
+                } catch {
+                    completion(.failure(error))
+                }
+            })
         }
-        var handles = [Handle](repeating: .ended, count: chunks.count)
-        var jobs: [(name: String, payload: JobPayload)] = []
-        var positions: [Int] = []  // of each submitted job's chunk
-        for (position, chunk) in chunks.enumerated() {
-            do {
-                let payload = chunk.count == 1 ? try pool.payload(for: chunk[0]) : try pool.payload(for: JobBatch(jobs: chunk))
-                jobs.append((chunk.count == 1 ? J.jobName : JobBatch<J>.jobName, payload))
-                positions.append(position)
-            } catch {
-                completion(position, .failure(error))  // it never started
-            }
+        do {
+            let payload = chunk.count == 1 ? try pool.payload(for: chunk[0]) : try pool.payload(for: JobBatch(jobs: chunk))
+            let name = chunk.count == 1 ? J.jobName : JobBatch<J>.jobName
+            return .job(pool.core.submit(name: name, payload: payload, priority: priority, timeout: timeout) { result in
+                completion(result.map { .answer($0) }.mapError { $0 })
+            })
+        } catch {
+            completion(.failure(error))
+            return .ended
         }
-        guard !jobs.isEmpty else { return handles }
-        let ids = pool.core.submit(jobs, priority: priority, timeout: timeout) { [positions] index, result in
-            completion(positions[index], result.map { .answer($0) }.mapError { $0 })
-        }
-        for (index, id) in ids.enumerated() { handles[positions[index]] = .job(id) }
-        return handles
     }
 
     /// The outputs of a chunk that ended well, or the first failure among its jobs.
