@@ -157,11 +157,11 @@ public struct MapUnorderedSequence<J: Job>: AsyncSequence, Sendable {
 /// What a bulk run needs to start its chunks.
 @usableFromInline
 struct BulkRunner<J: Job>: Sendable {
-    let pool: WorkerPool
-    let maxInFlight: Int
-    let chunkSize: Int
-    let priority: JobPriority
-    let timeout: Duration?
+    @usableFromInline let pool: WorkerPool
+    @usableFromInline let maxInFlight: Int
+    @usableFromInline let chunkSize: Int
+    @usableFromInline let priority: JobPriority
+    @usableFromInline let timeout: Duration?
 
     init(pool: WorkerPool, maxInFlight: Int, chunkSize: Int, priority: JobPriority, timeout: Duration?) {
         precondition(maxInFlight >= 1, "maxInFlight must be at least 1")
@@ -174,6 +174,7 @@ struct BulkRunner<J: Job>: Sendable {
     }
 
     /// How to stop a chunk that was started.
+    @usableFromInline
     enum Handle: Sendable {
         /// A job submitted with a callback: cancelled through the pool.
         case job(UInt64)
@@ -186,6 +187,7 @@ struct BulkRunner<J: Job>: Sendable {
 
     /// How a chunk ended well: with its worker's answer still encoded (decoded by whoever takes
     /// the chunk, see ``outputs(of:_:)``), or with its outputs.
+    @usableFromInline
     enum Outcome: Sendable {
         case answer(JobOutput)
         case outputs([J.Output])
@@ -198,6 +200,7 @@ struct BulkRunner<J: Job>: Sendable {
     /// No task runs per chunk: the pool calls back when the job ends, which saves a task and a
     /// thread wake-up per chunk. A chunk of a type with a retry policy runs in a task, which can
     /// wait out the backoff (a batch is retried whole).
+    @usableFromInline
     func start(_ chunk: [J], completion: @escaping @Sendable (Result<Outcome, any Error>) -> Void) -> Handle {
         if J.retryPolicy != nil {
             return .task(Task {
@@ -226,6 +229,7 @@ struct BulkRunner<J: Job>: Sendable {
     }
 
     /// The outputs of a chunk that ended well, or the first failure among its jobs.
+    @usableFromInline
     func outputs(of chunk: [J], _ outcome: Outcome) throws -> [J.Output] {
         switch outcome {
         case .outputs(let outputs):
@@ -239,6 +243,7 @@ struct BulkRunner<J: Job>: Sendable {
 
     /// Stops a started chunk; it then ends with a ``CrewError/Code/cancelled`` error (if it had
     /// not ended already).
+    @usableFromInline
     func cancel(_ handle: Handle) {
         switch handle {
         case .job(let jobID): pool.core.cancel(jobID)

@@ -24,6 +24,7 @@ public struct WorkerKind: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// What a worker returns for a job: bytes from another process, or the value itself.
+@usableFromInline
 enum JobOutput: Sendable {
     case encoded([UInt8])
     case value(any Sendable)
