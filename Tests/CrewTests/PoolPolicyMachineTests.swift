@@ -38,6 +38,29 @@ import Testing
         #expect(machine.idleCheck(1, now: at(10_008)).isEmpty)
     }
 
+    @Test func jobsCancelledWhileQueuedStartNoWorkersForLaterOnes() {
+        var machine = Machine(groups: [Group(kind: .process, minimum: 0, maximum: 4, idleTimeout: .seconds(1))])
+        _ = machine.start(now: at(0))
+        for id: UInt64 in 1...3 { #expect(spawned(machine.submit(request(id), now: at(0))).map(\.worker) == [Int(id)]) }
+        // Cancelled while their workers start: their keys stay in the queue's heap.
+        for id: UInt64 in 1...3 { #expect(resumed(machine.cancel(id, now: at(1))) == [Int(id): "cancelled"]) }
+        for worker in 1...3 { #expect(dispatched(machine.workerReady(worker, now: at(2))).isEmpty) }
+        // Idle, they go: the pool is back to no workers.
+        for worker in 1...3 {
+            #expect(released(machine.idleCheck(worker, now: at(2_000))) == [worker])
+            _ = machine.workerExited(worker, termination: .exited(0), stderrTail: nil, now: at(2_001))
+        }
+        #expect(machine.activeCount(inGroup: 0) == 0)
+        // One job wants one worker, not one per stale key.
+        #expect(spawned(machine.submit(request(4), now: at(3_000))).count == 1)
+        // Cancelling it leaves a fourth stale key, dropped when the next job is dispatched.
+        _ = machine.cancel(4, now: at(3_001))
+        #expect(machine.staleKeys[.any] == 4)
+        _ = machine.workerReady(4, now: at(3_002))
+        #expect(dispatched(machine.submit(request(5), now: at(3_003))).map(\.job) == [5])
+        #expect(machine.staleKeys[.any] == nil)  // dropped on the way to job 5
+    }
+
     @Test func theMinimumIsKeptWhenIdle() {
         var machine = Machine(groups: [Group(kind: .process, minimum: 1, maximum: 3, idleTimeout: .seconds(1))])
         _ = machine.start(now: at(0))

@@ -40,6 +40,17 @@ extension PoolStateMachine {
     /// Whether any job waits in a queue (cancelled ones included until they are dropped).
     var hasQueueKeys: Bool { !anyQueue.isEmpty || !keyedQueues.isEmpty }
 
+    /// A queued job left the queue without its heap key (cancelled, failed): the key is stale.
+    mutating func keyWentStale(_ requirement: Requirement) {
+        staleKeys[requirement, default: 0] += 1
+    }
+
+    /// A stale key was dropped from its heap.
+    private mutating func staleKeyDropped(_ requirement: Requirement) {
+        staleKeys[requirement, default: 1] -= 1
+        if staleKeys[requirement] == 0 { staleKeys[requirement] = nil }
+    }
+
     /// Nil if some worker, now or later, can take a job with this requirement; the error otherwise.
     func unservable(_ requirement: Requirement, name: String) -> CrewError? {
         switch requirement {
@@ -75,7 +86,9 @@ extension PoolStateMachine {
 
     /// Matches queued jobs with free slots, then starts workers for what is left.
     ///
-    /// With `scalingUp` false it starts no workers: after a slot freed up, which adds no demand.
+    /// With `scalingUp` false it starts no workers for the jobs already queued: after a slot
+    /// freed up, which adds no demand. (Jobs it admits from the overflow are new demand, and
+    /// may still start workers.)
     mutating func dispatch(now: MonotonicTime, scalingUp: Bool = true, _ actions: inout [Action]) {
         // Stop as soon as the queue is empty: with many free slots (large prefetch), scanning
         // them all on every submit and every answer made each job cost O(slots).
@@ -148,6 +161,7 @@ extension PoolStateMachine {
             while let min = anyQueue.min {
                 if queued.index(forKey: min.id) != nil { return min }
                 anyQueue.removeMin()
+                staleKeyDropped(requirement)
             }
             return nil
         }
@@ -155,6 +169,7 @@ extension PoolStateMachine {
         while let min = keyedQueues[requirement]!.min {
             if queued.index(forKey: min.id) != nil { return min }
             keyedQueues[requirement]!.removeMin()
+            staleKeyDropped(requirement)
         }
         keyedQueues[requirement] = nil
         return nil
@@ -175,7 +190,10 @@ extension PoolStateMachine {
         guard groups.indices.contains(where: { startFailures[$0] == nil && activeCount(inGroup: $0) < groups[$0].maximum }) else {
             return
         }
-        let waitingByRequirement = [(Requirement.any, anyQueue.count)] + keyedQueues.map { ($0.key, $0.value.count) }
+        // Jobs still queued: a heap's count includes the stale keys of cancelled jobs, which
+        // would start workers for nothing.
+        let waitingByRequirement = ([(Requirement.any, anyQueue.count)] + keyedQueues.map { ($0.key, $0.value.count) })
+            .map { ($0.0, $0.1 - staleKeys[$0.0, default: 0]) }
         for (requirement, queued) in waitingByRequirement where queued > 0 {
             if case .worker = requirement { continue }
             var waiting = queued
@@ -329,6 +347,7 @@ extension PoolStateMachine {
     /// The awaiting task was cancelled: a queued job is dropped, a running one asked to stop.
     mutating func cancel(_ jobID: UInt64, now: MonotonicTime) -> [Action] {
         if let (request, _) = queued.removeValue(forKey: jobID) {
+            keyWentStale(request.requirement)
             var actions: [Action] = [.resume(request.waiter, .failure(CrewError(
                 .cancelled, "the job was cancelled before it started", jobName: request.name)))]
             admitOverflow(now: now, &actions)

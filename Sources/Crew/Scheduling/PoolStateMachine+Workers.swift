@@ -272,6 +272,7 @@ extension PoolStateMachine {
         let doomed = queued.values.filter { predicate($0.request) }.sorted { $0.key < $1.key }
         for (request, _) in doomed {
             queued[request.id] = nil
+            keyWentStale(request.requirement)
             actions.append(.resume(request.waiter, .failure(error(request))))
         }
         // Their heap keys are dropped lazily (see popBestRequest).

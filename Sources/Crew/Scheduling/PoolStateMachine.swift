@@ -173,6 +173,9 @@ struct PoolStateMachine<Waiter, Payload> {
     var anyQueue = Heap<QueueKey>()
     /// The queues of jobs for a tag or for one worker.
     var keyedQueues: [Requirement: Heap<QueueKey>] = [:]
+    /// Per requirement, how many keys in its heap belong to jobs no longer queued (cancelled or
+    /// failed while queued): heaps drop such keys lazily, so their counts include them.
+    var staleKeys: [Requirement: Int] = [:]
     /// Requests waiting for room in a full queue, first come first served.
     var overflow: [Request] = []
     /// Free job slots, as worker ids; a worker with room for n jobs appears n times. Last in,
