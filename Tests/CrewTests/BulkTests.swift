@@ -114,8 +114,8 @@ extension ProcessTests {
         }
 
         @Test func aChunkThatCannotBeEncodedAmongOthersFailsTheMapAfterTheOutputsBeforeIt() async throws {
-            // Chunks are pulled and submitted together: the 21st job is too large for a frame,
-            // the others are sent with it in the same pass.
+            // The 21st job is too large for a frame; the others, before and after it, are sent
+            // while it fails.
             try await withPool(.processes(2), { $0.maxFrameSize = 64 * 1024 }) { pool in
                 let jobs = (0..<40).map { SetState($0 == 20 ? String(repeating: "k", count: 100_000) : "key\($0)", $0) }
                 var outputs = 0
