@@ -174,8 +174,7 @@ enum DefaultJobNames {
         let key = ObjectIdentifier(type)
         return cache.get(orMake: Cache.init)._withUnsafeGuaranteedRef { cache in
             if cache.lastType == key { return cache.lastName }
-            let name = cache.names[key] ?? String(reflecting: type)
-            cache.names[key] = name
+            let name = cache.names[key] ?? cache.insert(String(reflecting: type), for: key)
             cache.lastType = key
             cache.lastName = name
             return name
@@ -186,5 +185,10 @@ enum DefaultJobNames {
         var names: [ObjectIdentifier: String] = [:]
         var lastType: ObjectIdentifier?
         var lastName = ""
+
+        func insert(_ name: String, for key: ObjectIdentifier) -> String {
+            names[key] = name
+            return name
+        }
     }
 }

@@ -259,16 +259,14 @@ final class PoolCore: Sendable {
         guard group.kind.isOutOfProcess else {
             let worker = LocalWorker(id: workerID, kind: group.kind, logger: logger, events: LocalWorkerEvents(
                 jobEnded: { [self] jobID, result in
-                    // One pass under the lock: the job's end, and its timeout timer taken out.
-                    var timer: Supervisor.TimerID?
+                    var timers: [Supervisor.TimerID] = []
                     perform(state.withLock { state in
                         let now = MonotonicTime.now()
-                        timer = state.timeouts.isEmpty ? nil : state.timeouts.removeValue(forKey: jobID)
-                        let actions = state.machine.jobEnded(jobID, on: workerID, result, now: now)
+                        let actions = Self.endJob(jobID, on: workerID, result, &state, now: now, timers: &timers)
                             ?? state.machine.protocolViolation(workerID, message: "an answer for job \(jobID), which it does not hold", now: now)
                         return (actions, state.handles)
                     })
-                    if let timer { Supervisor.shared.cancel(timer) }
+                    for timer in timers { Supervisor.shared.cancel(timer) }
                 },
                 exited: { [self] in workerExited(workerID, termination: nil, stderrTail: nil) }
             ))
@@ -333,15 +331,13 @@ final class PoolCore: Sendable {
                     outcome = state.machine.jobStarted(id, on: workerID)
                 case .result(let id, let output):
                     jobID = id
-                    outcome = state.machine.jobEnded(id, on: workerID, .success(.encoded(output)), now: now)
-                    if let timer = state.timeouts.removeValue(forKey: id) { timers.append(timer) }
+                    outcome = Self.endJob(id, on: workerID, .success(.encoded(output)), &state, now: now, timers: &timers)
                 case .failure(let id, let kind, let errorType, let text):
                     jobID = id
                     let error = CrewError(
                         kind.code, text, jobName: state.machine.running[id]?.name, workerID: workerID,
                         processID: processID, remoteErrorType: errorType.isEmpty ? nil : errorType)
-                    outcome = state.machine.jobEnded(id, on: workerID, .failure(error), now: now)
-                    if let timer = state.timeouts.removeValue(forKey: id) { timers.append(timer) }
+                    outcome = Self.endJob(id, on: workerID, .failure(error), &state, now: now, timers: &timers)
                 case .hello:
                     continue  // the reader delivers hellos separately
                 }
@@ -354,6 +350,16 @@ final class PoolCore: Sendable {
             return (actions, state.handles)
         })
         for timer in timers { Supervisor.shared.cancel(timer) }
+    }
+
+    /// Under the lock: a worker reported a job's end. Its timeout timer is taken out into
+    /// `timers`, to be cancelled after unlocking. Nil if the worker does not hold the job.
+    private static func endJob(
+        _ jobID: UInt64, on workerID: Int, _ result: Result<JobOutput, CrewError>, _ state: inout State,
+        now: MonotonicTime, timers: inout [Supervisor.TimerID]
+    ) -> [Machine.Action]? {
+        if !state.timeouts.isEmpty, let timer = state.timeouts.removeValue(forKey: jobID) { timers.append(timer) }
+        return state.machine.jobEnded(jobID, on: workerID, result, now: now)
     }
 
     private func workerExited(_ workerID: Int, termination: CrewError.Termination?, stderrTail: String?) {
