@@ -123,13 +123,8 @@ extension ProcessTests {
                     for try await _ in pool.map(jobs, maxInFlight: 40) { outputs += 1 }
                 }
                 #expect(outputs == 20)
-                // The jobs after it were cancelled or ran to their end: nothing is left behind.
-                #expect(await eventually {
-                    let snapshot = pool.snapshot()
-                    return snapshot.workers.allSatisfy { $0.currentJobs.isEmpty } && snapshot.queueDepth.values.allSatisfy { $0 == 0 }
-                })
-                let value = try await pool.run(Echo(6))
-                #expect(value == 6)
+                // The jobs after it were cancelled or ran to their end.
+                try await expectNothingLeftAndServing(pool)
             }
         }
 
@@ -169,12 +164,7 @@ extension ProcessTests {
                 #expect(await eventually { pool.snapshot().workers.reduce(0) { $0 + $1.currentJobs.count } == 2 })
                 consumer.cancel()
                 await expectCrewError(.cancelled) { try await consumer.value }
-                #expect(await eventually {
-                    let snapshot = pool.snapshot()
-                    return snapshot.workers.allSatisfy { $0.currentJobs.isEmpty } && snapshot.queueDepth.values.allSatisfy { $0 == 0 }
-                })
-                let value = try await pool.run(Echo(4))
-                #expect(value == 4)
+                try await expectNothingLeftAndServing(pool)
             }
         }
 

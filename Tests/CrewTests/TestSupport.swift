@@ -122,3 +122,14 @@ func startGateJob(
 func openGate(_ path: String) {
     close(open(path, O_WRONLY | O_CREAT, 0o600))
 }
+
+/// After a failed or cancelled run: no worker holds a job, nothing is queued, and the pool
+/// still answers.
+func expectNothingLeftAndServing(_ pool: WorkerPool, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+    #expect(await eventually {
+        let snapshot = pool.snapshot()
+        return snapshot.workers.allSatisfy { $0.currentJobs.isEmpty } && snapshot.queueDepth.values.allSatisfy { $0 == 0 }
+    }, sourceLocation: sourceLocation)
+    let value = try await pool.run(Echo(6))
+    #expect(value == 6, sourceLocation: sourceLocation)
+}

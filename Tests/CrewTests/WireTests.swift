@@ -107,12 +107,24 @@ extension ProcessTests {
             }
 
             var log: [String] { events.withLock { $0 } }
+
+            /// A new worker, started, that has said hello.
+            static func greeted(sourceLocation: SourceLocation = #_sourceLocation) async throws -> Probe {
+                let probe = try Probe()
+                probe.start()
+                #expect(await eventually { probe.log.first?.hasPrefix("hello") == true }, sourceLocation: sourceLocation)
+                return probe
+            }
+
+            /// Lets the worker go; it must exit with status 0 (it served on until then).
+            func expectCleanExit(sourceLocation: SourceLocation = #_sourceLocation) async {
+                worker.release()
+                #expect(await eventually { log.last == "exited exited with status 0" }, sourceLocation: sourceLocation)
+            }
         }
 
         @Test func aWorkerAnswersAnUnknownJobTypeAndGarbageArgumentsAndServesOn() async throws {
-            let probe = try Probe()
-            probe.start()
-            #expect(await eventually { probe.log.first?.hasPrefix("hello") == true })
+            let probe = try await Probe.greeted()
             probe.worker.send(.run(jobID: 1, name: "No.Such.Job", arguments: []))
             probe.worker.send(.run(jobID: 2, name: Echo.jobName, arguments: [0xff, 0xfe, 0x00]))
             probe.worker.send(.run(jobID: 3, name: Echo.jobName, arguments: try BinaryEncoder().encode(Echo(41)), announceStart: true))
@@ -128,41 +140,32 @@ extension ProcessTests {
             #expect(log.contains { $0.contains("jobID: 1, kind: Crew.FailureKind.unknownJobType") }, "\(log)")
             #expect(log.contains { $0.contains("jobID: 2, kind: Crew.FailureKind.undecodableArguments") }, "\(log)")
             #expect(log.contains { $0.hasPrefix("result(jobID: 3") }, "\(log)")
-            probe.worker.release()
-            #expect(await eventually { probe.log.last == "exited exited with status 0" })
+            await probe.expectCleanExit()
         }
 
         @Test func aMalformedPlainBlockIsUndecodableAndTheWorkerServesOn() async throws {
-            let probe = try Probe()
-            probe.start()
-            #expect(await eventually { probe.log.first?.hasPrefix("hello") == true })
+            let probe = try await Probe.greeted()
             // A block of 4-byte values where PlainPoint takes 16: another build's layout.
             probe.worker.send(.run(jobID: 1, name: PlainPoint.jobName, arguments: [BinaryFormat.tagPlain, 1, 4, 1, 2, 3, 4]))
             probe.worker.send(.run(jobID: 2, name: PlainPoint.jobName, arguments: try BinaryEncoder().encode(PlainPoint(x: 1, y: 2))))
             #expect(await eventually { probe.log.contains { $0.hasPrefix("result(jobID: 2") } })
             #expect(probe.log.contains { $0.contains("jobID: 1, kind: Crew.FailureKind.undecodableArguments") }, "\(probe.log)")
-            probe.worker.release()
-            #expect(await eventually { probe.log.last == "exited exited with status 0" })
+            await probe.expectCleanExit()
         }
 
         @Test func aCancelThatOvertakesItsRunFrameStillCancelsTheJob() async throws {
             // Two pool threads can send a job's run frame and its cancel in either order.
-            let probe = try Probe()
-            probe.start()
-            #expect(await eventually { probe.log.first?.hasPrefix("hello") == true })
+            let probe = try await Probe.greeted()
             probe.worker.send(.cancel(jobID: 7))
             probe.worker.send(.run(jobID: 7, name: Sleep.jobName, arguments: try BinaryEncoder().encode(Sleep(milliseconds: 60_000))))
             probe.worker.send(.run(jobID: 8, name: Echo.jobName, arguments: try BinaryEncoder().encode(Echo(5))))
             #expect(await eventually { probe.log.contains { $0.hasPrefix("result(jobID: 8") } })
             #expect(probe.log.contains { $0.contains("jobID: 7, kind: Crew.FailureKind.cancelled") }, "\(probe.log)")
-            probe.worker.release()
-            #expect(await eventually { probe.log.last == "exited exited with status 0" })
+            await probe.expectCleanExit()
         }
 
         @Test func aWorkerEndsWhenThePoolSendsGarbage() async throws {
-            let probe = try Probe()
-            probe.start()
-            #expect(await eventually { probe.log.first?.hasPrefix("hello") == true })
+            let probe = try await Probe.greeted()
             var writer = FrameWriter()
             _ = writer.beginFrame(.result)  // a frame type the pool may not send, length 0
             probe.worker.sendRaw(writer.bytes)
