@@ -5,51 +5,60 @@ import Glibc
 /// `MandelbrotRow` job, `MandelbrotGeometry.renderRow`) on 1 and 2 process workers, and in this
 /// process on a TaskGroup limited to 2 rows at a time. Seconds per render.
 ///
-/// Unlike `MandelbrotCommand.render`, the pool is started (and every worker has answered) before
-/// the clock starts, and shut down after it stops: start-up is ``PoolBenchmarks/spawnToFirstResult(_:)``'s
-/// figure, and including it here would blur the scaling comparison.
+/// The variants alternate: each repetition renders once with each of them, in an order that
+/// rotates from one repetition to the next, so the ratios the goals are about compare renders
+/// from the same seconds rather than blocks measured a minute apart (this VM's speed drifts by
+/// more than the 3% the 2-worker goal allows).
+///
+/// Unlike `MandelbrotCommand.render`, the pools are started (and every worker has answered) before
+/// any clock starts, and shut down after the last render: start-up is
+/// ``PoolBenchmarks/spawnToFirstResult(_:)``'s figure, and including it here would blur the
+/// scaling comparison.
 enum MandelbrotBenchmarks {
+    /// One way to render the image.
+    private struct Variant {
+        var key: String
+        /// Renders the image; returns its rows.
+        var render: () async throws -> [[UInt8]]
+    }
+
     static func speedup(_ settings: BenchSettings) async throws -> [String: [Double]] {
         let geometry = settings.mandelbrot
         let reference = checksum(await renderInProcess(geometry, concurrency: 2))  // also the warm-up
-        var times: [String: [Double]] = [:]
-        times["mandelbrot_1_worker_s"] = try await timedRenders(settings, reference, workers: 1, rowsPerMessage: 1).wall
-        let two = try await timedRenders(settings, reference, workers: 2, rowsPerMessage: 1)
-        times["mandelbrot_2_workers_s"] = two.wall
-        times["mandelbrot_2_workers_parent_cpu_ms"] = two.parentCPU
-        // The same jobs, 8 rows per message: what the per-message cost is (info).
-        times["mandelbrot_2_workers_8_per_message_s"] = try await timedRenders(settings, reference, workers: 2, rowsPerMessage: 8).wall
-        var inProcess: [Double] = []
-        for _ in 0..<settings.repetitions {
-            let start = monotonicNanoseconds()
-            let rows = await renderInProcess(geometry, concurrency: 2)
-            inProcess.append(seconds(since: start))
-            guard checksum(rows) == reference else { throw BenchError("the TaskGroup rendered a different image") }
-        }
-        times["mandelbrot_taskgroup_2_s"] = inProcess
-        return times
-    }
-
-    /// Renders on a new pool of `workers` (after a warm-up render), checking each image against
-    /// `reference`: per repetition, the wall time in s and this process's CPU time in ms.
-    private static func timedRenders(
-        _ settings: BenchSettings, _ reference: UInt64, workers: Int, rowsPerMessage: Int
-    ) async throws -> (wall: [Double], parentCPU: [Double]) {
-        let geometry = settings.mandelbrot
-        return try await withBenchPool(MandelbrotCommand.workers(workers)) { pool in
-            _ = try await MandelbrotCommand.renderRows(on: pool, geometry, workers: workers, rowsPerMessage: rowsPerMessage)
-            var wall: [Double] = [], parentCPU: [Double] = []
-            for _ in 0..<settings.repetitions {
-                let start = monotonicNanoseconds()
-                let cpuStart = processCPUSeconds()
-                let rows = try await MandelbrotCommand.renderRows(on: pool, geometry, workers: workers, rowsPerMessage: rowsPerMessage)
-                wall.append(seconds(since: start))
-                parentCPU.append((processCPUSeconds() - cpuStart) * 1000)
-                guard checksum(rows) == reference else {
-                    throw BenchError("\(workers) worker(s), \(rowsPerMessage) row(s) per message, rendered a different image")
+        return try await withBenchPool(MandelbrotCommand.workers(1)) { one in
+            try await withBenchPool(MandelbrotCommand.workers(2)) { two in
+                try await withBenchPool(MandelbrotCommand.workers(2)) { twoBatched in
+                    let variants = [
+                        Variant(key: "mandelbrot_taskgroup_2_s") { await renderInProcess(geometry, concurrency: 2) },
+                        Variant(key: "mandelbrot_1_worker_s") {
+                            try await MandelbrotCommand.renderRows(on: one, geometry, workers: 1)
+                        },
+                        Variant(key: "mandelbrot_2_workers_s") {
+                            try await MandelbrotCommand.renderRows(on: two, geometry, workers: 2)
+                        },
+                        // The same jobs, 8 rows per message: what the per-message cost is (info).
+                        Variant(key: "mandelbrot_2_workers_8_per_message_s") {
+                            try await MandelbrotCommand.renderRows(on: twoBatched, geometry, workers: 2, rowsPerMessage: 8)
+                        },
+                    ]
+                    for variant in variants.dropFirst() { _ = try await variant.render() }  // the pools' warm-up
+                    var times: [String: [Double]] = [:]
+                    for repetition in 0..<settings.repetitions {
+                        for offset in 0..<variants.count {
+                            let variant = variants[(repetition + offset) % variants.count]
+                            let start = monotonicNanoseconds()
+                            let cpuStart = processCPUSeconds()
+                            let rows = try await variant.render()
+                            times[variant.key, default: []].append(seconds(since: start))
+                            if variant.key == "mandelbrot_2_workers_s" {
+                                times["mandelbrot_2_workers_parent_cpu_ms", default: []].append((processCPUSeconds() - cpuStart) * 1000)
+                            }
+                            guard checksum(rows) == reference else { throw BenchError("\(variant.key) rendered a different image") }
+                        }
+                    }
+                    return times
                 }
             }
-            return (wall, parentCPU)
         }
     }
 
