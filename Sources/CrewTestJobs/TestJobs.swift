@@ -10,7 +10,7 @@ public enum TestJobs {
         Echo.self, Add.self, Sleep.self, Fail.self, Crash.self, Spin.self, BlockingSleep.self,
         Picky.self, Garbage.self, WhoAmI.self, Blob.self, Nested.self, Stamp.self,
         SetState.self, GetState.self, Hoard.self, CrashOnce.self, ThreadName.self, WaitForFile.self, LoggerMetadata.self, ExitWhileFileExists.self,
-        PlainPoint.self, WeightedTotal.self, RetriedCrashOnce.self, RetriedSleep.self,
+        PlainPoint.self, WeightedTotal.self, RetriedCrashOnce.self, RetriedSleep.self, RefuseNegative.self,
     ]
 }
 
@@ -50,6 +50,17 @@ public struct Fail: Job {
     public var reason: String
     public init(_ reason: String) { self.reason = reason }
     public func run(in context: JobContext) async throws -> Int { throw TestFailure(reason: reason) }
+}
+
+/// Returns its input, or throws at run time if it is negative (unlike ``Picky``, whose
+/// arguments cannot even be decoded then).
+public struct RefuseNegative: Job {
+    public var value: Int
+    public init(_ value: Int) { self.value = value }
+    public func run(in context: JobContext) async throws -> Int {
+        guard value >= 0 else { throw TestFailure(reason: "refused \(value)") }
+        return value
+    }
 }
 
 /// Ends its worker process in one of the ways real jobs do.

@@ -84,6 +84,29 @@ extension ProcessTests {
             }
         }
 
+        /// A job that throws in the middle of a chunk: the chunk's outputs before it come out,
+        /// then its error, in either order and on either kind of worker.
+        @Test(arguments: [Workers.processes(1), .threads(1)], [true, false])
+        func aJobThatThrowsMidChunkComesAfterTheChunksOutputsBeforeIt(workers: Workers, ordered: Bool) async throws {
+            try await withPool(workers) { pool in
+                let jobs = [1, 2, -3, 4, 5, -6].map { RefuseNegative($0) }
+                var outputs: [Int] = []
+                let error = await expectCrewError(.jobFailed) {
+                    if ordered {
+                        for try await output in pool.map(jobs, chunkSize: jobs.count) { outputs.append(output) }
+                    } else {
+                        for try await (_, output) in pool.mapUnordered(jobs, chunkSize: jobs.count) { outputs.append(output) }
+                    }
+                    return outputs
+                }
+                #expect(outputs == [1, 2])
+                #expect(error?.message.contains("refused -3") == true)
+                #expect(error?.jobName == RefuseNegative.jobName)
+                let value = try await pool.run(RefuseNegative(7))
+                #expect(value == 7)
+            }
+        }
+
         @Test func aWorkerThatDiesUnderAMapFailsItAndThePoolServesOn() async throws {
             try await withPool(.processes(1)) { pool in
                 var outputs: [Int] = []

@@ -24,16 +24,19 @@ public import Synchronization
 /// points, `deinit` and the pool's side (``BulkRunner``) stay compiled here.
 @usableFromInline
 final class BulkIterator<J: Job>: Sendable {
-    /// A finished chunk: its jobs and their outputs, at the same positions.
+    /// A finished chunk: its jobs and their outputs, at the same positions, up to the first job
+    /// that failed, and that job's failure (which ends the run).
     @usableFromInline
     struct Chunk: Sendable {
         @usableFromInline var jobs: [J]
         @usableFromInline var outputs: [J.Output]
+        @usableFromInline var failure: CrewError?
 
         @usableFromInline
-        init(jobs: [J], outputs: [J.Output]) {
+        init(jobs: [J], outputs: [J.Output], failure: CrewError?) {
             self.jobs = jobs
             self.outputs = outputs
+            self.failure = failure
         }
     }
 
@@ -167,12 +170,19 @@ final class BulkIterator<J: Job>: Sendable {
                 if let error { throw error }
                 if let taken {
                     // Decoded here, on the consumer's thread, outside the lock.
+                    let yield: BulkRunner<J>.Yield
                     do {
-                        return Chunk(jobs: taken.jobs, outputs: try runner.outputs(of: taken.jobs, taken.outcome))
+                        yield = try runner.outputs(of: taken.jobs, taken.outcome)
                     } catch {
                         failAndCancel(ending: true)
                         throw error
                     }
+                    guard let failure = yield.failure else {
+                        return Chunk(jobs: taken.jobs, outputs: yield.outputs, failure: nil)
+                    }
+                    // The outputs before the failed job go out first; nothing after it does.
+                    failAndCancel(ending: true)
+                    return Chunk(jobs: Array(taken.jobs.prefix(yield.outputs.count)), outputs: yield.outputs, failure: failure)
                 }
                 if done { return nil }
                 let mustWait = state.withLock { state in

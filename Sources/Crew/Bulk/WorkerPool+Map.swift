@@ -13,7 +13,9 @@ extension WorkerPool {
     /// ```
     ///
     /// The sequence throws the first failure in input order (after yielding every output before
-    /// it) and cancels the jobs still running; ending the iteration early cancels them too.
+    /// it, including those of the failed job's chunk) and cancels the jobs still running; ending
+    /// the iteration early cancels them too. A failure of a whole chunk (its worker dies, it times
+    /// out, or it cannot be encoded) takes the outputs of the chunk's jobs with it.
     ///
     /// - Parameters:
     ///   - jobs: the jobs; any sequence, consumed lazily.
@@ -56,6 +58,9 @@ extension WorkerPool {
 
     /// Runs every job of `jobs` and yields each job with its output as soon as it finishes
     /// (completion order), as an async sequence. Same lazy, bounded input as `map` over a sequence.
+    ///
+    /// The sequence throws the first failure it meets (after the outputs that finished before it,
+    /// including those of the failed job's chunk) and cancels the jobs still running.
     @inlinable
     public func mapUnordered<Jobs: Sequence & Sendable>(
         _ jobs: Jobs, maxInFlight: Int? = nil, chunkSize: Int = 1, priority: JobPriority = .normal, timeout: Duration? = nil
@@ -104,14 +109,21 @@ public struct MapSequence<J: Job>: AsyncSequence, Sendable {
         /// The chunk being handed out, and the position of its next output.
         @usableFromInline var outputs: [Element] = []
         @usableFromInline var position = 0
+        /// A job of the chunk failed: thrown once the outputs before it are out.
+        @usableFromInline var failure: CrewError?
 
         init(state: BulkIterator<J>) { self.state = state }
 
         @inlinable
         public mutating func next() async throws -> Element? {
             while position == outputs.count {
+                if let failure {
+                    self.failure = nil
+                    throw failure
+                }
                 guard let chunk = try await state.nextChunk() else { return nil }
                 outputs = chunk.outputs
+                failure = chunk.failure
                 position = 0
             }
             defer { position += 1 }
@@ -137,15 +149,22 @@ public struct MapUnorderedSequence<J: Job>: AsyncSequence, Sendable {
         @usableFromInline var jobs: [J] = []
         @usableFromInline var outputs: [J.Output] = []
         @usableFromInline var position = 0
+        /// A job of the chunk failed: thrown once the outputs before it are out.
+        @usableFromInline var failure: CrewError?
 
         init(state: BulkIterator<J>) { self.state = state }
 
         @inlinable
         public mutating func next() async throws -> Element? {
             while position == outputs.count {
+                if let failure {
+                    self.failure = nil
+                    throw failure
+                }
                 guard let chunk = try await state.nextChunk() else { return nil }
                 jobs = chunk.jobs
                 outputs = chunk.outputs
+                failure = chunk.failure
                 position = 0
             }
             defer { position += 1 }
@@ -186,11 +205,20 @@ struct BulkRunner<J: Job>: Sendable {
     }
 
     /// How a chunk ended well: with its worker's answer still encoded (decoded by whoever takes
-    /// the chunk, see ``outputs(of:_:)``), or with its outputs.
+    /// the chunk, see ``outputs(of:_:)``), or decoded already.
     @usableFromInline
     enum Outcome: Sendable {
         case answer(JobOutput)
-        case outputs([J.Output])
+        case decoded(Yield)
+    }
+
+    /// What a chunk that ran yields: the outputs of its jobs up to the first one that failed, in
+    /// order, and that job's failure. A job's failure does not take its chunk's earlier outputs
+    /// with it (a failure of the whole chunk, such as its worker's death, does).
+    @usableFromInline
+    struct Yield: Sendable {
+        @usableFromInline var outputs: [J.Output]
+        @usableFromInline var failure: CrewError?
     }
 
     /// Starts one chunk; one job alone goes as itself, several as a ``JobBatch``. `completion`
@@ -206,10 +234,11 @@ struct BulkRunner<J: Job>: Sendable {
             return .task(Task {
                 do {
                     if chunk.count == 1 {
-                        completion(.success(.outputs([try await pool.run(chunk[0], priority: priority, timeout: timeout)])))
+                        let output = try await pool.run(chunk[0], priority: priority, timeout: timeout)
+                        completion(.success(.decoded(Yield(outputs: [output], failure: nil))))
                     } else {
                         let result = try await pool.run(JobBatch(jobs: chunk), priority: priority, timeout: timeout)
-                        completion(.success(.outputs(try outputs(of: chunk, result))))
+                        completion(.success(.decoded(try yield(of: chunk, result))))
                     }
                 } catch {
                     completion(.failure(error))
@@ -228,16 +257,17 @@ struct BulkRunner<J: Job>: Sendable {
         }
     }
 
-    /// The outputs of a chunk that ended well, or the first failure among its jobs.
+    /// What a chunk that ended well yields; throws if its answer cannot be decoded (which fails
+    /// the chunk whole).
     @usableFromInline
-    func outputs(of chunk: [J], _ outcome: Outcome) throws -> [J.Output] {
+    func outputs(of chunk: [J], _ outcome: Outcome) throws -> Yield {
         switch outcome {
-        case .outputs(let outputs):
-            return outputs
+        case .decoded(let yield):
+            return yield
         case .answer(let answer) where chunk.count == 1:
-            return [try WorkerPool.decode(answer, as: J.self)]
+            return Yield(outputs: [try WorkerPool.decode(answer, as: J.self)], failure: nil)
         case .answer(let answer):
-            return try outputs(of: chunk, try WorkerPool.decode(answer, as: JobBatch<J>.self))
+            return try yield(of: chunk, try WorkerPool.decode(answer, as: JobBatch<J>.self))
         }
     }
 
@@ -252,21 +282,24 @@ struct BulkRunner<J: Job>: Sendable {
         }
     }
 
-    /// The outputs of a chunk's batch, or the first failure among its jobs.
-    private func outputs(of chunk: [J], _ result: BatchResult<J.Output>) throws -> [J.Output] {
-        if result.failures.isEmpty && result.outputs.count == chunk.count { return result.outputs }
+    /// What a chunk's batch yields: its outputs up to its first failure, and that failure.
+    /// Throws if the batch's outputs and failures do not add up to its jobs.
+    private func yield(of chunk: [J], _ result: BatchResult<J.Output>) throws -> Yield {
+        if result.failures.isEmpty && result.outputs.count == chunk.count { return Yield(outputs: result.outputs, failure: nil) }
         guard let outcomes = result.outcomes(count: chunk.count) else {
             throw CrewError(.undecodableOutput, "a chunk of \(chunk.count) jobs returned \(result.outputs.count) outputs and \(result.failures.count) failures",
                             jobName: J.jobName)
         }
-        return try outcomes.map { outcome in
+        var outputs: [J.Output] = []
+        for outcome in outcomes {
             switch outcome {
             case .success(let output):
-                return output
+                outputs.append(output)
             case .failure(var error):
                 error.jobName = J.jobName
-                throw error
+                return Yield(outputs: outputs, failure: error)
             }
         }
+        return Yield(outputs: outputs, failure: nil)
     }
 }
