@@ -20,6 +20,17 @@ struct CountingJobs: Sequence, Sendable {
     }
 }
 
+/// Waits until no worker holds a job and nothing is queued, then a little longer, so that the
+/// answers of every job have been delivered to their callbacks (no assertion depends on it:
+/// it only makes the situation under test, several finished chunks at once, certain).
+private func waitUntilIdle(_ pool: WorkerPool) async {
+    _ = await eventually(within: .seconds(20)) {
+        let snapshot = pool.snapshot()
+        return snapshot.workers.allSatisfy { $0.currentJobs.isEmpty } && snapshot.queueDepth.values.allSatisfy { $0 == 0 }
+    }
+    try? await Task.sleep(for: .milliseconds(300))
+}
+
 extension ProcessTests {
     @Suite struct Bulk {
         @Test(arguments: [1, 7, 64])
@@ -211,6 +222,104 @@ extension ProcessTests {
                 var total = 0
                 for try await output in pool.map((0..<100).map { Unencodable($0) }, chunkSize: 10) { total += output }
                 #expect(total == 2 * (0..<100).reduce(0, +))
+            }
+        }
+
+        /// `mapUnordered` promises completion order. One worker runs one job at a time, so each
+        /// `Stamp` (its start time) finishes after the ones before it: yielded in completion
+        /// order, the stamps rise.
+        @Test func mapUnorderedYieldsChunksThatFinishedTogetherInCompletionOrder() async throws {
+            try await withPool(.processes(1)) { pool in
+                var iterator = pool.mapUnordered((0..<20).map { Stamp($0) }, maxInFlight: 20).makeAsyncIterator()
+                var stamps: [UInt64] = []
+                var tags: [Int] = []
+                if let (job, stamp) = try await iterator.next() { tags.append(job.tag); stamps.append(stamp) }
+                // Let the other 19 finish while the consumer is away.
+                await waitUntilIdle(pool)
+                while let (job, stamp) = try await iterator.next() { tags.append(job.tag); stamps.append(stamp) }
+                #expect(tags.count == 20)
+                #expect(stamps == stamps.sorted(), "yielded out of completion order: \(tags)")
+            }
+        }
+
+        /// `mapUnordered` throws the first failure it meets "after the outputs that finished
+        /// before it". On one worker, jobs 0...38 finish before job 39 fails: all of them come out.
+        @Test func mapUnorderedKeepsTheOutputsThatFinishedBeforeTheFailure() async throws {
+            try await withPool(.processes(1)) { pool in
+                let jobs = (0..<40).map { RefuseNegative($0 == 39 ? -1 : $0) }
+                var iterator = pool.mapUnordered(jobs, maxInFlight: 40).makeAsyncIterator()
+                var outputs: [Int] = []
+                let error = await expectCrewError(.jobFailed) {
+                    if let (_, output) = try await iterator.next() { outputs.append(output) }
+                    await waitUntilIdle(pool)
+                    while let (_, output) = try await iterator.next() { outputs.append(output) }
+                    return outputs
+                }
+                #expect(error?.message.contains("refused -1") == true)
+                #expect(outputs.sorted() == Array(0...38), "lost outputs that finished before the failure: got \(outputs)")
+            }
+        }
+
+        /// "Ending the iteration early cancels them too", over a plain sequence (only the async
+        /// input's early end was tested). 
+        @Test(arguments: [true, false])
+        func breakingOutOfAMapOverASequenceCancelsWhatRuns(ordered: Bool) async throws {
+            try await withPool(.processes(2)) { pool in
+                let open = temporaryPath("open")
+                openGate(open)
+                defer { unlink(open) }
+                let never = temporaryPath("never")
+                let jobs = [WaitForFile(path: open)] + (0..<6).map { _ in WaitForFile(path: never) }
+                // Both workers hold a job that never ends on its own when the loop is left.
+                let bothBusy: @Sendable () async -> Bool = {
+                    await eventually(within: .seconds(20)) { pool.snapshot().workers.reduce(0) { $0 + $1.currentJobs.count } == 2 }
+                }
+                if ordered {
+                    for try await _ in pool.map(jobs, maxInFlight: 4) {
+                        #expect(await bothBusy())
+                        break
+                    }
+                } else {
+                    for try await _ in pool.mapUnordered(jobs, maxInFlight: 4) {
+                        #expect(await bothBusy())
+                        break
+                    }
+                }
+                try await expectNothingLeftAndServing(pool)
+            }
+        }
+
+        /// "After shutdown every call fails with poolShutDown": map too (both the callback and
+        /// the retry path), and it does not hang.
+        @Test(arguments: [1, 3])
+        func mapAfterShutdownFailsWithPoolShutDown(chunkSize: Int) async throws {
+            let pool = try WorkerPool(.processes(1), jobs: TestJobs.catalog, configuration: testConfiguration())
+            await pool.shutdown()
+            await expectCrewError(.poolShutDown) {
+                var count = 0
+                for try await _ in pool.map((0..<10).map { Echo($0) }, chunkSize: chunkSize) { count += 1 }
+                return count
+            }
+            await expectCrewError(.poolShutDown) {
+                var count = 0
+                for try await _ in pool.map((0..<10).map { RetriedSleep(milliseconds: $0) }, chunkSize: chunkSize) { count += 1 }
+                return count
+            }
+        }
+
+        /// A job whose arguments the worker cannot decode fails its whole chunk (the chunk is
+        /// decoded as one message), as the README says, and the error names the job's type, not
+        /// the internal batch that carried it.
+        @Test func aJobWhoseArgumentsCannotBeDecodedFailsItsWholeChunkUnderItsOwnName() async throws {
+            try await withPool(.processes(1)) { pool in
+                let jobs = [Picky(1), Picky(2), Picky(-3), Picky(4)]
+                var outputs: [Int] = []
+                let error = await expectCrewError(.undecodableArguments) {
+                    for try await output in pool.map(jobs, chunkSize: 4) { outputs.append(output) }
+                    return outputs
+                }
+                #expect(outputs.isEmpty)
+                #expect(error?.jobName == Picky.jobName)
             }
         }
     }

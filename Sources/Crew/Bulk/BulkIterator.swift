@@ -66,6 +66,10 @@ final class BulkIterator<J: Job>: Sendable {
         /// Finished chunks not yet handed out, by chunk index; their outputs are decoded when
         /// they are handed out.
         @usableFromInline var finished: [Int: Result<(jobs: [J], outcome: BulkRunner<J>.Outcome), any Error>] = [:]
+        /// In unordered mode, the finished chunks' indices in the order they arrived, from
+        /// `arrivalHead` on (the dictionary above keeps no order).
+        @usableFromInline var arrivals: [Int] = []
+        @usableFromInline var arrivalHead = 0
         /// In ordered mode, the chunk whose items come next.
         @usableFromInline var nextToYield = 0
         @usableFromInline var feeder: Task<Void, Never>?
@@ -142,6 +146,7 @@ final class BulkIterator<J: Job>: Sendable {
                     for (index, result) in arrivals {
                         guard let entry = state.running.removeValue(forKey: index) else { continue }
                         state.finished[index] = result.map { (entry.jobs, $0) }
+                        if !ordered { state.arrivals.append(index) }
                     }
                     if state.ended { return (nil, nil, true) }
                     if let (index, result) = takeFinished(&state) {
@@ -229,7 +234,8 @@ final class BulkIterator<J: Job>: Sendable {
         ordered ? state.finished[state.nextToYield] != nil : !state.finished.isEmpty
     }
 
-    /// Takes the next finished chunk that may be handed out: the next in input order, or any.
+    /// Takes the next finished chunk that may be handed out: the next in input order, or the one
+    /// that arrived first.
     @inlinable
     func takeFinished(_ state: inout State) -> (Int, Result<(jobs: [J], outcome: BulkRunner<J>.Outcome), any Error>)? {
         if ordered {
@@ -237,7 +243,19 @@ final class BulkIterator<J: Job>: Sendable {
             defer { state.nextToYield += 1 }
             return (state.nextToYield, result)
         }
-        return state.finished.first.map { ($0.key, $0.value) }
+        // The oldest arrival: completion order, and a failure never jumps ahead of the outputs
+        // that finished before it.
+        guard state.arrivalHead < state.arrivals.count else { return nil }
+        let index = state.arrivals[state.arrivalHead]
+        state.arrivalHead += 1
+        if state.arrivalHead == state.arrivals.count {
+            state.arrivals.removeAll(keepingCapacity: true)
+            state.arrivalHead = 0
+        } else if state.arrivalHead >= 64 && state.arrivalHead * 2 >= state.arrivals.count {
+            state.arrivals.removeFirst(state.arrivalHead)
+            state.arrivalHead = 0
+        }
+        return state.finished[index].map { (index, $0) }
     }
 
     /// Pulls input and starts chunks until `maxInFlight` run (finished but unconsumed ones count).

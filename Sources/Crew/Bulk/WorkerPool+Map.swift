@@ -15,7 +15,8 @@ extension WorkerPool {
     /// The sequence throws the first failure in input order (after yielding every output before
     /// it, including those of the failed job's chunk) and cancels the jobs still running; ending
     /// the iteration early cancels them too. A failure of a whole chunk (its worker dies, it times
-    /// out, or it cannot be encoded) takes the outputs of the chunk's jobs with it.
+    /// out, it cannot be encoded, one of its jobs cannot be decoded in the worker, or its outputs
+    /// exceed the maximum frame size) takes the outputs of the chunk's jobs with it.
     ///
     /// - Parameters:
     ///   - jobs: the jobs; any sequence, consumed lazily.
@@ -241,7 +242,7 @@ struct BulkRunner<J: Job>: Sendable {
                         completion(.success(.decoded(try yield(of: chunk, result))))
                     }
                 } catch {
-                    completion(.failure(error))
+                    completion(.failure(Self.underJobName(error)))
                 }
             })
         }
@@ -249,12 +250,20 @@ struct BulkRunner<J: Job>: Sendable {
             let payload = chunk.count == 1 ? try pool.payload(for: chunk[0]) : try pool.payload(for: JobBatch(jobs: chunk))
             let name = chunk.count == 1 ? J.jobName : JobBatch<J>.jobName
             return .job(pool.core.submit(name: name, payload: payload, priority: priority, timeout: timeout) { result in
-                completion(result.map { .answer($0) }.mapError { $0 })
+                completion(result.map { .answer($0) }.mapError { Self.underJobName($0) })
             })
         } catch {
             completion(.failure(error))
             return .ended
         }
+    }
+
+    /// A failure of a whole chunk, named for the job type the caller knows rather than for the
+    /// internal batch that carried the chunk.
+    static func underJobName(_ error: any Error) -> any Error {
+        guard var error = error as? CrewError, error.jobName == JobBatch<J>.jobName else { return error }
+        error.jobName = J.jobName
+        return error
     }
 
     /// What a chunk that ended well yields; throws if its answer cannot be decoded (which fails
@@ -267,7 +276,11 @@ struct BulkRunner<J: Job>: Sendable {
         case .answer(let answer) where chunk.count == 1:
             return Yield(outputs: [try WorkerPool.decode(answer, as: J.self)], failure: nil)
         case .answer(let answer):
-            return try yield(of: chunk, try WorkerPool.decode(answer, as: JobBatch<J>.self))
+            do {
+                return try yield(of: chunk, try WorkerPool.decode(answer, as: JobBatch<J>.self))
+            } catch {
+                throw Self.underJobName(error)
+            }
         }
     }
 
