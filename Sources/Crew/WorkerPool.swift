@@ -181,10 +181,18 @@ public final class WorkerPool: Sendable {
                     name: J.jobName, payload: payload, priority: priority, timeout: timeout,
                     requirement: requirement, waitsForRoom: waitsForRoom)
                 return try Self.decode(output, as: J.self)
-            } catch let error as CrewError {
-                guard let policy, attempt < policy.maxAttempts, policy.retryableCodes.contains(error.code) else { throw error }
+            } catch let failure as CrewError {
+                guard let policy, attempt < policy.maxAttempts, policy.retryableCodes.contains(failure.code) else { throw failure }
                 attempt += 1
-                try await Task.sleep(for: policy.backoff(beforeAttempt: attempt, random: Double.random(in: 0...1)))
+                do {
+                    try await Task.sleep(for: policy.backoff(beforeAttempt: attempt, random: Double.random(in: 0...1)))
+                } catch {
+                    // Cancelled while waiting out the backoff: a CrewError like any other
+                    // cancellation, with the failure that was to be retried.
+                    throw CrewError(
+                        .cancelled, "cancelled while waiting to retry, after attempt \(attempt - 1) failed: \(failure.message)",
+                        jobName: J.jobName, underlying: failure)
+                }
             }
         }
     }

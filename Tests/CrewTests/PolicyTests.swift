@@ -258,6 +258,28 @@ extension ProcessTests {
             unlink(marker + "-a")
         }
 
+        /// A caller cancelled while it waits out a retry's backoff gets a `CrewError` like any
+        /// other cancellation (Task.sleep's own CancellationError used to escape), carrying the
+        /// failure it was going to retry.
+        @Test func aCallerCancelledDuringTheBackoffGetsCancelled() async throws {
+            let marker = temporaryPath("crash-once-backoff")
+            defer { unlink(marker) }
+            try await withPool(.processes(1)) { pool in
+                let call = Task {
+                    try await pool.run(CrashOnce(marker: marker), retry: RetryPolicy(maxAttempts: 3, initialBackoff: .seconds(60), jitter: 0))
+                }
+                // The first attempt crashed (its marker exists) and nothing runs or waits: the
+                // caller is in its 60 s backoff.
+                #expect(await eventually(within: .seconds(20)) {
+                    access(marker, F_OK) == 0 && pool.snapshot().workers.allSatisfy { $0.currentJobs.isEmpty } && pool.queuedJobCount == 0
+                })
+                call.cancel()
+                let error = await expectCrewError(.cancelled) { try await call.value }
+                #expect(error?.jobName == CrashOnce.jobName)
+                #expect((error?.underlying as? CrewError)?.code == .workerCrashed)
+            }
+        }
+
         @Test func backoffGrowsAndStaysWithinItsBounds() {
             let policy = RetryPolicy(maxAttempts: 10, initialBackoff: .milliseconds(100), multiplier: 2, maxBackoff: .seconds(1), jitter: 0)
             #expect(policy.backoff(beforeAttempt: 2, random: 0.5) == .milliseconds(100))
