@@ -328,16 +328,16 @@ extension ProcessTests {
         @Test func waitsForAllAnyAndFewer() async throws {
             try await withPool(.processes(2)) { pool in
                 let tracker = JobTracker()
-                await tracker.waitForAll()  // nothing tracked: returns at once
+                try await tracker.waitForAll()  // nothing tracked: returns at once
                 for milliseconds in [50, 300, 300] {
                     tracker.track { try await pool.run(Sleep(milliseconds: milliseconds)) }
                 }
                 #expect(tracker.inFlight == 3)
-                await tracker.waitForAny()
+                try await tracker.waitForAny()
                 #expect(tracker.inFlight <= 2)
-                await tracker.waitUntilFewer(than: 2)
+                try await tracker.waitUntilFewer(than: 2)
                 #expect(tracker.inFlight < 2)
-                await tracker.waitForAll()
+                try await tracker.waitForAll()
                 #expect(tracker.inFlight == 0)
             }
         }
@@ -347,12 +347,44 @@ extension ProcessTests {
                 let tracker = JobTracker()
                 let peak = Mutex(0)
                 for value in 0..<40 {
-                    await tracker.waitUntilFewer(than: 3)
+                    try await tracker.waitUntilFewer(than: 3)
                     peak.withLock { $0 = max($0, tracker.inFlight + 1) }
                     tracker.track { try await pool.run(Echo(value)) }
                 }
-                await tracker.waitForAll()
+                try await tracker.waitForAll()
                 #expect(peak.withLock { $0 } <= 3)
+            }
+        }
+
+        /// A cancelled waiter stops waiting with `CancellationError`, whether it was cancelled
+        /// before or while it waited; the job it waited for runs on, still tracked.
+        @Test func aCancelledWaitEndsAndLeavesTheJobsAlone() async throws {
+            let gate = temporaryPath("tracker-gate")
+            defer { unlink(gate) }
+            try await withPool(.processes(1)) { pool in
+                let tracker = JobTracker()
+                let job = tracker.track { try await pool.run(WaitForFile(path: gate)) }
+                let waiters = [
+                    Task { try await tracker.waitForAll() },
+                    Task { try await tracker.waitForAny() },
+                    Task { try await tracker.waitUntilFewer(than: 1) },
+                ]
+                #expect(await eventually(within: .seconds(20)) { pool.snapshot().workers.contains { !$0.currentJobs.isEmpty } })
+                for waiter in waiters { waiter.cancel() }
+                for waiter in waiters {
+                    await #expect(throws: CancellationError.self) { try await waiter.value }
+                }
+                // Cancelled before it starts waiting.
+                let early = Task {
+                    withUnsafeCurrentTask { $0?.cancel() }
+                    try await tracker.waitForAll()
+                }
+                await #expect(throws: CancellationError.self) { try await early.value }
+                #expect(tracker.inFlight == 1)
+                openGate(gate)
+                _ = try await job.value
+                try await tracker.waitForAll()
+                #expect(tracker.inFlight == 0)
             }
         }
     }
