@@ -151,7 +151,8 @@ extension WorkerPool {
         public var environment: [String: String] = [:]
         /// The most jobs that may wait for a worker. When it is reached, ``WorkerPool/run(_:priority:timeout:requiring:retry:)``
         /// suspends until there is room and ``WorkerPool/trySubmit(_:priority:timeout:requiring:)`` fails with
-        /// ``CrewError/Code/queueFull``. Default: no limit.
+        /// ``CrewError/Code/queueFull``. A job that a free worker takes at once never waits, so it
+        /// goes even when the queue is full (0 means: run only on a free worker). Default: no limit.
         public var maxQueued: Int?
         /// The largest frame (job arguments or output, plus a few bytes) either side accepts.
         /// Default: 64 MiB.
@@ -162,8 +163,9 @@ extension WorkerPool {
         /// crash reports. Default: true.
         public var forwardWorkerStderr: Bool = true
         /// How many workers of a group in a row may die while starting (before their handshake, or in
-        /// their setup job) before jobs fail with ``CrewError/Code/workerStartFailed`` instead of
-        /// waiting for a worker that never comes. Default: 3.
+        /// their setup job) before the group stops starting workers, and its jobs fail with
+        /// ``CrewError/Code/workerStartFailed`` instead of waiting for a worker that never comes
+        /// (unless workers of the group still serve: they serve on and take the jobs). Default: 3.
         public var startFailureLimit: Int = 3
         /// How long a group whose workers keep failing to start stays given up: jobs for it fail at
         /// once meanwhile, then it tries to start a worker again (one more failure and it gives up

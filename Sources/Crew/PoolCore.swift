@@ -144,12 +144,18 @@ final class PoolCore: Sendable {
         update { $0.cancel(jobID, now: .now()) }
     }
 
-    /// The workers a broadcast reaches now; registers `job` to run on every later worker first.
-    func prepareBroadcast(name: String, payload: JobPayload) -> [Int] {
+    /// The workers a broadcast reaches now, and the index of its replay: the job is registered
+    /// to run on every later worker first (see ``withdrawBroadcast(_:)``).
+    func prepareBroadcast(name: String, payload: JobPayload) -> (targets: [Int], replay: Int) {
         state.withLock { state in
-            state.machine.addInitJob(.init(name: name, payload: payload))
-            return state.machine.broadcastTargets
+            let replay = state.machine.addInitJob(.init(name: name, payload: payload))
+            return (state.machine.broadcastTargets, replay)
         }
+    }
+
+    /// Workers started from now on do not replay this broadcast.
+    func withdrawBroadcast(_ replay: Int) {
+        state.withLock { $0.machine.withdrawInitJob(replay) }
     }
 
     func setLimits(group: Int, minimum: Int, maximum: Int) {

@@ -142,13 +142,18 @@ public final class WorkerPool: Sendable {
     /// Runs `job` on every current worker, and makes every worker started later run it before
     /// it takes work (AsynQueue's `update`: push new state to all workers).
     ///
+    /// If the job fails on a current worker (it throws, times out, cannot be coded, or the call
+    /// is cancelled), workers started later do not run it: replaying a failing job would keep
+    /// every replacement from starting. A worker that dies or goes away during the broadcast
+    /// does not count as the job failing.
+    ///
     /// - Returns: each current worker's id and outcome, by worker id.
     public func broadcast<J: Job>(_ job: J, priority: JobPriority = .high, timeout: Duration? = nil) async throws
         -> [(workerID: Int, result: Result<J.Output, CrewError>)]
     {
         let payload = try payload(for: job)
-        let targets = core.prepareBroadcast(name: J.jobName, payload: payload)
-        return await withTaskGroup(of: (Int, Result<J.Output, CrewError>).self) { group in
+        let (targets, replay) = core.prepareBroadcast(name: J.jobName, payload: payload)
+        let results = await withTaskGroup(of: (Int, Result<J.Output, CrewError>).self) { group in
             for workerID in targets {
                 group.addTask {
                     do {
@@ -165,6 +170,12 @@ public final class WorkerPool: Sendable {
             for await result in group { results.append(result) }
             return results.sorted { $0.workerID < $1.workerID }
         }
+        let failed = results.contains { _, result in
+            guard case .failure(let error) = result else { return false }
+            return ![.workerCrashed, .noEligibleWorker, .poolShutDown].contains(error.code)
+        }
+        if failed { core.withdrawBroadcast(replay) }
+        return results
     }
 
     func execute<J: Job>(

@@ -11,6 +11,7 @@ public enum TestJobs {
         Picky.self, Garbage.self, WhoAmI.self, Blob.self, Nested.self, Stamp.self,
         SetState.self, GetState.self, Hoard.self, CrashOnce.self, ThreadName.self, WaitForFile.self, LoggerMetadata.self, ExitWhileFileExists.self,
         PlainPoint.self, WeightedTotal.self, RetriedCrashOnce.self, RetriedSleep.self, RefuseNegative.self,
+        FailUntilTicket.self, SpawnSleeper.self,
     ]
 }
 
@@ -351,5 +352,39 @@ public struct WeightedTotal: Job {
     public init(label: String, samples: [Sample]) { self.label = label; self.samples = samples }
     public func run(in context: JobContext) async throws -> String {
         "\(label)=\(samples.reduce(0) { $0 + $1.value * Int64($1.weight) })"
+    }
+}
+
+/// As a setup job: takes the next numbered ticket (a file `prefix-n` made with O_EXCL); the
+/// first `failures` tickets end their worker with status 3, later ones wait for `gate` and succeed.
+public struct FailUntilTicket: Job {
+    public var prefix: String
+    public var failures: Int
+    public var gate: String
+    public init(prefix: String, failures: Int, gate: String) { self.prefix = prefix; self.failures = failures; self.gate = gate }
+    public func run(in context: JobContext) async throws -> Int {
+        var ticket = 0
+        while true {
+            let fd = open("\(prefix)-\(ticket)", O_WRONLY | O_CREAT | O_EXCL, 0o600)
+            if fd >= 0 { close(fd); break }
+            ticket += 1
+        }
+        if ticket < failures { exit(3) }
+        while access(gate, F_OK) != 0 { try await Task.sleep(for: .milliseconds(5)) }
+        return ticket
+    }
+}
+
+/// Starts `/bin/sleep seconds` in the background (it inherits the worker's stderr) and returns its pid.
+public struct SpawnSleeper: Job {
+    public var seconds: Int
+    public init(seconds: Int) { self.seconds = seconds }
+    public func run(in context: JobContext) async throws -> Int32 {
+        var pid: pid_t = 0
+        let argv: [UnsafeMutablePointer<CChar>?] = [strdup("sleep"), strdup("\(seconds)"), nil]
+        defer { for p in argv { free(p) } }
+        let rc = posix_spawn(&pid, "/bin/sleep", nil, nil, argv, environ)
+        guard rc == 0 else { throw TestFailure(reason: "posix_spawn: \(rc)") }
+        return pid
     }
 }

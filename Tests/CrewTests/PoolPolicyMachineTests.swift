@@ -283,7 +283,7 @@ import Testing
         var machine = Machine(groups: [Group(kind: .process, minimum: 2, maximum: 2)])
         _ = machine.start(now: at(0))
         _ = machine.workerReady(1, now: at(0))
-        machine.addInitJob(.init(name: "Update", payload: [1]))
+        _ = machine.addInitJob(.init(name: "Update", payload: [1]))
         #expect(machine.broadcastTargets == [1])  // worker 2 is still starting: it replays
         let replay = machine.workerReady(2, now: at(1))
         #expect(replay.contains { if case .dispatch(2, _, "Update", _, _, _) = $0 { true } else { false } })

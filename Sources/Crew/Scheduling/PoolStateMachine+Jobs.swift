@@ -13,12 +13,19 @@ extension PoolStateMachine {
             return [.resume(request.waiter, .failure(error))]
         }
         if let maxQueued, queued.count >= maxQueued {
+            // The limit is on jobs that wait: one that a free worker takes at once does not.
+            // (Tried through the queue; taken back out if no free worker took it.)
+            enqueue(request)
+            var actions: [Action] = []
+            dispatch(now: now, scalingUp: false, &actions)
+            guard queued.removeValue(forKey: request.id) != nil else { return actions }
+            keyWentStale(request.requirement)
             guard request.waitsForRoom else {
-                return [.resume(request.waiter, .failure(CrewError(
+                return actions + [.resume(request.waiter, .failure(CrewError(
                     .queueFull, "the queue holds its maximum of \(maxQueued) jobs", jobName: request.name)))]
             }
             overflow.append(request)
-            return []
+            return actions
         }
         enqueue(request)
         var actions: [Action] = []
@@ -61,7 +68,7 @@ extension PoolStateMachine {
             return nil  // the common case, without building the list below
         case .any, .tag:
             let able = groups.indices.filter { canServe(group: $0, requirement) }
-            if able.contains(where: { startFailures[$0] == nil }) { return nil }
+            if able.contains(where: { takesJobs(group: $0) }) { return nil }
             if let failed = able.lazy.compactMap({ startFailures[$0] }).first {
                 var error = failed
                 error.jobName = name
@@ -70,6 +77,12 @@ extension PoolStateMachine {
             let what = if case .tag(let tag) = requirement { "a worker tagged \"\(tag)\"" } else { "a worker" }
             return CrewError(.noEligibleWorker, "no worker group of this pool can ever provide \(what)", jobName: name)
         }
+    }
+
+    /// Whether a group's workers may take jobs now or later: it has not given up starting
+    /// workers, or some of its workers still serve (they serve on after it gave up).
+    func takesJobs(group index: Int) -> Bool {
+        startFailures[index] == nil || workers.values.contains { $0.group == index && $0.acceptsJobs }
     }
 
     private func canServe(group index: Int, _ requirement: Requirement) -> Bool {

@@ -16,8 +16,9 @@ extension PoolStateMachine {
                 spawn(group: index, now: now, &actions)
             }
         }
-        // Queued work may want more than the minimum.
-        if !queued.isEmpty { dispatch(now: now, &actions) }
+        // Queued work may want more than the minimum, and callers waiting for room may fit now
+        // (jobs that left the queue with a worker that ended made room).
+        if !queued.isEmpty || !overflow.isEmpty { dispatch(now: now, &actions) }
     }
 
     /// A worker finished its handshake: it runs its init jobs, then takes work.
@@ -35,6 +36,8 @@ extension PoolStateMachine {
     /// Runs the worker's next init job, or makes it ready when none is left.
     private mutating func advanceInit(_ workerID: Int, next: Int, now: MonotonicTime, _ actions: inout [Action]) {
         var worker = workers[workerID]!
+        var next = next
+        while next < initJobs.count && initJobs[next].withdrawn { next += 1 }
         if next < initJobs.count {
             worker.phase = .initializing(next: next + 1)
             let job = initJobs[next]
@@ -52,6 +55,9 @@ extension PoolStateMachine {
         worker.retireOnReady = nil
         workers[workerID] = worker
         consecutiveStartFailures[worker.group] = 0
+        // A worker started after all (one that was still starting when the group gave up): the
+        // group serves again, and its cool-down has nothing left to wait for.
+        startFailures[worker.group] = nil
         for _ in 0..<groups[worker.group].slotsPerWorker { freeSlots.append(workerID) }
         // A hand-over is complete: the worker this one replaces retires now.
         if let (old, reason) = predecessor, workers[old]?.successor == workerID {
@@ -83,22 +89,27 @@ extension PoolStateMachine {
 
     /// Registers a job that every worker started from now on runs before it takes work
     /// (a broadcast's replay). Workers still starting up run it too.
-    mutating func addInitJob(_ job: InitJob) {
+    /// Returns its index, for ``withdrawInitJob(_:)``.
+    mutating func addInitJob(_ job: InitJob) -> Int {
         initJobs.append(job)
+        return initJobs.count - 1
     }
 
-    /// The workers a broadcast reaches now: those that take jobs or are retiring.
+    /// Workers that start from now on skip this init job (a broadcast that failed on the
+    /// current workers is not replayed on later ones).
+    mutating func withdrawInitJob(_ index: Int) {
+        initJobs[index].withdrawn = true
+    }
+
+    /// The workers a broadcast reaches now: those that take jobs. (Workers still starting run it
+    /// as an init job; a retiring worker takes no more jobs, so it is left out.)
     var broadcastTargets: [Int] {
-        workers.values.filter { worker in
-            switch worker.phase {
-            case .ready, .retiring: true
-            default: false
-            }
-        }.map(\.id).sorted()
+        workers.values.filter(\.acceptsJobs).map(\.id).sorted()
     }
 
     /// Changes a group's limits at runtime: starts workers up to the new minimum, releases idle
-    /// ones above the new maximum (busy ones retire when their jobs are done).
+    /// ones above the new maximum (busy ones retire when their jobs are done), and lets idle ones
+    /// above a lowered minimum go after their idle timeout.
     mutating func setLimits(group index: Int, minimum: Int, maximum: Int, now: MonotonicTime) -> [Action] {
         precondition(minimum >= 0 && maximum >= minimum, "need 0 <= minimum <= maximum")
         groups[index].minimum = minimum
@@ -119,6 +130,14 @@ extension PoolStateMachine {
                 freeSlots.removeAll { $0 == worker.id }
             }
             excess -= 1
+        }
+        // Idle checks were only scheduled for workers above the minimum when they went idle; with
+        // a lowered minimum, idle workers may be above it now. (A check finds out when it fires.)
+        if let idle = groups[index].idleTimeout, activeCount(inGroup: index) > minimum {
+            for worker in workers.values where worker.group == index && worker.acceptsJobs && worker.inFlight.isEmpty {
+                guard let since = worker.idleSince else { continue }
+                actions.append(.checkIdle(workerID: worker.id, at: max(now, since + idle)))
+            }
         }
         replenish(now: now, &actions)
         failUnservable(&actions)
@@ -205,8 +224,9 @@ extension PoolStateMachine {
         }
         if diedStarting {
             consecutiveStartFailures[worker.group] += 1
-            let stillServing = workers.values.contains { $0.group == worker.group && $0.acceptsJobs }
-            if consecutiveStartFailures[worker.group] >= startFailureLimit && !stillServing {
+            // Give up starting workers even if others of the group still serve: they serve on
+            // (see `takesJobs(group:)`), and respawning would spin.
+            if consecutiveStartFailures[worker.group] >= startFailureLimit {
                 let detail: String = if case .startFailed(let message)? = reason {
                     message
                 } else {
@@ -225,6 +245,9 @@ extension PoolStateMachine {
                 }
             }
         }
+
+        // The last worker of a group that gave up starting workers: its queued jobs have nobody left.
+        if startFailures[worker.group] != nil { failUnservable(&actions) }
 
         switch lifecycle {
         case .running, .draining:

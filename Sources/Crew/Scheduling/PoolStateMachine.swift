@@ -50,6 +50,8 @@ struct PoolStateMachine<Waiter, Payload> {
     struct InitJob {
         var name: String
         var payload: Payload
+        /// Skipped by workers that start from now on.
+        var withdrawn = false
     }
 
     /// Something the pool must do after the state changed.

@@ -36,6 +36,10 @@ final class ProcessWorker: Sendable {
     let pid: pid_t
     private let channel: Int32
     private let stderrFD: Int32
+    /// A pipe whose write end tells the stderr thread to stop waiting for end-of-file (a process
+    /// the job left behind may hold the stderr pipe open for ever). Owned by the reader thread,
+    /// which closes both ends.
+    private let stderrAbandon: (read: Int32, write: Int32)
     private let maxFrameSize: Int
     private let forwardStderr: Bool
 
@@ -47,7 +51,11 @@ final class ProcessWorker: Sendable {
     }
     private let process = Mutex(ProcessState())
 
-    private init(id: Int, pid: pid_t, channel: Int32, stderrFD: Int32, maxFrameSize: Int, forwardStderr: Bool) {
+    private init(
+        id: Int, pid: pid_t, channel: Int32, stderrFD: Int32, stderrAbandon: (read: Int32, write: Int32), maxFrameSize: Int,
+        forwardStderr: Bool
+    ) {
+        self.stderrAbandon = stderrAbandon
         self.id = id
         self.pid = pid
         self.channel = channel
@@ -61,6 +69,7 @@ final class ProcessWorker: Sendable {
     static func spawn(id: Int, _ spec: LaunchSpec) throws(CrewError) -> ProcessWorker {
         let channel: (parent: Int32, child: Int32)
         let stderrPipe: (read: Int32, write: Int32)
+        let abandon: (read: Int32, write: Int32)
         do {
             channel = try SystemIO.socketPair()
             do {
@@ -68,6 +77,12 @@ final class ProcessWorker: Sendable {
             } catch {
                 close(channel.parent)
                 close(channel.child)
+                throw error
+            }
+            do {
+                abandon = try SystemIO.pipe()
+            } catch {
+                for fd in [channel.parent, channel.child, stderrPipe.read, stderrPipe.write] { close(fd) }
                 throw error
             }
         } catch {
@@ -96,12 +111,14 @@ final class ProcessWorker: Sendable {
         guard rc == 0 else {
             close(channel.parent)
             close(stderrPipe.read)
+            close(abandon.read)
+            close(abandon.write)
             throw CrewError(
                 .workerStartFailed,
                 "cannot spawn \(spec.executablePath): \(String(cString: strerror(rc))) (errno \(rc))", workerID: id)
         }
         return ProcessWorker(
-            id: id, pid: pid, channel: channel.parent, stderrFD: stderrPipe.read,
+            id: id, pid: pid, channel: channel.parent, stderrFD: stderrPipe.read, stderrAbandon: abandon,
             maxFrameSize: spec.maxFrameSize, forwardStderr: spec.forwardStderr)
     }
 
@@ -185,7 +202,15 @@ final class ProcessWorker: Sendable {
 
     private func stderrLoop() {
         var buffer = [UInt8](repeating: 0, count: 8192)
+        var watched = [
+            pollfd(fd: stderrFD, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: stderrAbandon.read, events: Int16(POLLIN), revents: 0),
+        ]
         while true {
+            let ready = poll(&watched, 2, -1)
+            if ready < 0 && errno == EINTR { continue }
+            // Told to stop (the worker is gone, and something else holds the pipe), or poll failed.
+            if ready < 0 || watched[1].revents != 0 { break }
             let n = buffer.withUnsafeMutableBytes { SystemIO.readSome(stderrFD, $0) }
             guard n > 0 else { break }
             buffer.withUnsafeBytes { raw in
@@ -200,11 +225,24 @@ final class ProcessWorker: Sendable {
 
     /// The tail of the worker's stderr, once the pipe has closed or 250 ms have passed (a
     /// grandchild may hold the pipe open).
+    ///
+    /// Past the deadline it tells the stderr thread to stop and waits for it to close the pipe,
+    /// so that no descriptor outlives the worker; then it closes the pipe it used to tell it.
     private func awaitStderrTail() -> String? {
         let deadline = MonotonicTime.now() + .milliseconds(250)
+        var told = false
         while true {
             let (closed, text) = process.withLock { ($0.stderrClosed, $0.stderrTail.text) }
-            if closed || MonotonicTime.now() >= deadline { return text.isEmpty ? nil : text }
+            if closed {
+                close(stderrAbandon.read)
+                close(stderrAbandon.write)
+                return text.isEmpty ? nil : text
+            }
+            if !told && MonotonicTime.now() >= deadline {
+                var one: UInt8 = 1
+                _ = write(stderrAbandon.write, &one, 1)
+                told = true
+            }
             usleep(2_000)
         }
     }
