@@ -431,6 +431,9 @@ final class PoolCore: Sendable {
             update { $0.beginShutdown(cancelPending: cancelPending) }
             await waitUntilDrained(timeout: configuration.shutdown.drainTimeout)
             update { $0.stopWorkers() }
+        } else if cancelPending {
+            // A shutdown already drains: cancel what it waits for, so that it ends now.
+            update { $0.beginShutdown(cancelPending: true) }
         }
         await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
             let done = state.withLock { state in

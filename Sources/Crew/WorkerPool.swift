@@ -277,7 +277,8 @@ public final class WorkerPool: Sendable {
     /// Stops the pool: takes no new jobs, lets queued and running jobs finish (for at most
     /// ``Configuration/Shutdown-swift.struct/drainTimeout``), then lets every worker exit,
     /// escalating to SIGTERM and SIGKILL for workers that linger. Returns when every worker has
-    /// exited and been reaped. Calling it again waits for the same shutdown.
+    /// exited and been reaped. Calling it again waits for the same shutdown; a call with
+    /// `cancelPending` during a drain cuts the drain short (a second Ctrl-C, say).
     ///
     /// - Parameter cancelPending: fail queued jobs at once and ask running ones to cancel, instead
     ///   of letting them finish.

@@ -1,6 +1,7 @@
 import Crew
 import CrewTestJobs
 import Glibc
+import Synchronization
 import Testing
 
 extension ProcessTests {
@@ -12,6 +13,39 @@ extension ProcessTests {
             await pool.shutdown()
             await expectCrewError(.poolShutDown) { try await pool.run(Echo(2)) }
             await pool.shutdown()  // a second call is harmless
+        }
+
+        /// A shutdown that drains waits for running jobs; a second call with `cancelPending`
+        /// escalates it: the running job's caller gets `poolShutDown` and both calls return (long
+        /// before the drain's 10-minute timeout).
+        @Test func aCancellingShutdownEscalatesADrainingOne() async throws {
+            let gate = temporaryPath("gate")
+            defer { unlink(gate) }
+            let pool = try WorkerPool(
+                .processes(1), jobs: TestJobs.catalog, configuration: testConfiguration { $0.shutdown.drainTimeout = .seconds(600) })
+            let job = await startGateJob(pool, gate: gate)
+            let jobEnded = Mutex(false)
+            let watcher = Task {
+                _ = try? await job.value
+                jobEnded.withLock { $0 = true }
+            }
+            let draining = Task { await pool.shutdown() }
+            // The drain has begun once new calls fail with poolShutDown (before, a call for a
+            // worker that does not exist fails with noEligibleWorker).
+            var drainBegun = false
+            for _ in 0..<2_000 where !drainBegun {
+                do { _ = try await pool.run(Echo(1), on: 9_999) } catch let error as CrewError { drainBegun = error.code == .poolShutDown }
+                if !drainBegun { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            #expect(drainBegun)
+            let cancelling = Task { await pool.shutdown(cancelPending: true) }
+            let ended = await eventually(within: .seconds(20)) { jobEnded.withLock { $0 } }
+            #expect(ended, "the escalated shutdown left the running job alone")
+            if !ended { openGate(gate) }  // let the drain end, so the test does too
+            await expectCrewError(.poolShutDown) { try await job.value }
+            await watcher.value
+            await cancelling.value
+            await draining.value
         }
 
         @Test func noChildZombieOrDescriptorRemains() async throws {

@@ -308,9 +308,15 @@ extension PoolStateMachine {
 
     /// Stops taking jobs. With `cancelPending`, queued jobs fail at once and running ones are asked
     /// to cancel; otherwise both go on. Returns ``Action/drained`` once nothing is awaited.
+    ///
+    /// During a drain, a call with `cancelPending` escalates it: what the drain waits for is
+    /// failed and cancelled as if the shutdown had asked for that from the start.
     mutating func beginShutdown(cancelPending: Bool) -> [Action] {
-        guard lifecycle == .running else { return [] }
-        lifecycle = .draining
+        switch lifecycle {
+        case .running: lifecycle = .draining
+        case .draining where cancelPending: break
+        default: return []
+        }
         var actions: [Action] = []
         if cancelPending {
             failQueued(where: { _ in true }, &actions) { request in
