@@ -19,7 +19,9 @@ public struct PoolSnapshot: Sendable {
         public var processID: Int32?
         /// What it is doing.
         public var state: WorkerState
-        /// The jobs it runs now.
+        /// The jobs it holds, oldest first: those it runs and, with
+        /// ``Workers/Group/prefetch``, those waiting in it for their turn; while it starts, its
+        /// setup job and replayed broadcasts.
         public var currentJobs: [Job]
         /// Jobs it has finished (including its setup job and broadcasts).
         public var jobsDone: Int
