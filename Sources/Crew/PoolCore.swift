@@ -146,8 +146,13 @@ final class PoolCore: Sendable {
 
     /// The workers a broadcast reaches now, and the index of its replay: the job is registered
     /// to run on every later worker first (see ``withdrawBroadcast(_:)``).
-    func prepareBroadcast(name: String, payload: JobPayload) -> (targets: [Int], replay: Int) {
-        state.withLock { state in
+    /// Throws ``CrewError/Code/poolShutDown`` once the pool is shutting down (nothing is
+    /// registered then).
+    func prepareBroadcast(name: String, payload: JobPayload) throws(CrewError) -> (targets: [Int], replay: Int) {
+        try state.withLock { state throws(CrewError) in
+            guard state.machine.lifecycle == .running else {
+                throw CrewError(.poolShutDown, "the pool is shut down and takes no new jobs", jobName: name)
+            }
             let replay = state.machine.addInitJob(.init(name: name, payload: payload))
             return (state.machine.broadcastTargets, replay)
         }

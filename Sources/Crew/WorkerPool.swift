@@ -148,11 +148,13 @@ public final class WorkerPool: Sendable {
     /// does not count as the job failing.
     ///
     /// - Returns: each current worker's id and outcome, by worker id.
+    /// - Throws: ``CrewError/Code/poolShutDown`` once the pool is shutting down; a job that cannot
+    ///   be encoded or is not in the catalog, like ``run(_:priority:timeout:requiring:retry:)``.
     public func broadcast<J: Job>(_ job: J, priority: JobPriority = .high, timeout: Duration? = nil) async throws
         -> [(workerID: Int, result: Result<J.Output, CrewError>)]
     {
         let payload = try payload(for: job)
-        let (targets, replay) = core.prepareBroadcast(name: J.jobName, payload: payload)
+        let (targets, replay) = try core.prepareBroadcast(name: J.jobName, payload: payload)
         let results = await withTaskGroup(of: (Int, Result<J.Output, CrewError>).self) { group in
             for workerID in targets {
                 group.addTask {

@@ -12,6 +12,7 @@ extension ProcessTests {
             #expect(value == 1)
             await pool.shutdown()
             await expectCrewError(.poolShutDown) { try await pool.run(Echo(2)) }
+            await expectCrewError(.poolShutDown) { try await pool.broadcast(SetState("after", 1)) }
             await pool.shutdown()  // a second call is harmless
         }
 
