@@ -23,7 +23,9 @@ import Synchronization
 /// tuples), only `Int`, `UInt`, their fixed-width forms (`Int8` … `UInt64`), `Float` and
 /// `Double`, so that every bit pattern is a valid value and no byte that arrives can make an
 /// invalid one. This is checked once per type, from its type metadata. A type with anything
-/// else (a `Bool`, an enum, an optional, a pointer, a SIMD vector) is not copied: it travels
+/// else (a `Bool`, an enum, an optional, a pointer, a SIMD vector, or any other standard
+/// library struct, even one made of numbers, such as `Unicode.Scalar` or `Range<Int>`, whose
+/// values have rules that raw bytes could break) is not copied: it travels
 /// through its `Codable` conformance like any other type, except that a job or output type in
 /// a ``JobCatalog`` is refused when the catalog is created (a precondition failure that names
 /// the field). Its `Codable` conformance also serves every other encoder, and thread and
@@ -142,15 +144,14 @@ struct PlainDataLayout: Sendable, Equatable {
                         + "(PlainData holds only integers and floats, so that any bytes are a valid value)")
             }
             do throws(Problem) {
-                guard leaves[ObjectIdentifier(fieldType)] != nil || kind == .struct || kind == .tuple else { throw notANumber() }
-                let field: (signature: String, size: Int, alignment: Int)
-                do throws(Problem) {
-                    field = try describe(fieldType, path: fieldPath)
-                } catch {
-                    // The standard library's other structs (Bool, pointers, SIMD vectors) fail on
-                    // their builtin storage: name them as themselves.
-                    throw String(reflecting: fieldType).hasPrefix("Swift.") ? notANumber() : error
-                }
+                let isLeaf = leaves[ObjectIdentifier(fieldType)] != nil
+                guard isLeaf || kind == .struct || kind == .tuple else { throw notANumber() }
+                // The standard library's other structs are refused whatever they hold: some are
+                // numbers with an invariant (Unicode.Scalar excludes surrogates, Range orders its
+                // bounds, String.Index packs bits), which bytes from the wire could break; the
+                // rest (Bool, pointers, SIMD vectors) have builtin storage.
+                if !isLeaf && kind == .struct && String(reflecting: fieldType).hasPrefix("Swift.") { throw notANumber() }
+                let field = try describe(fieldType, path: fieldPath)
                 let expected = (end + field.alignment - 1) / field.alignment * field.alignment
                 guard offset == expected else {
                     throw Problem(message: "\(fieldPath()) sits at byte \(offset), not \(expected): the type has fields reflection does not show")

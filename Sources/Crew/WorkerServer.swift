@@ -270,7 +270,7 @@ final class WorkerServer: Sendable {
                 state.running[held.jobID] = runner
                 return .run(held)
             }
-            send(Self.reply(jobID: job.jobID, name: job.name, result: result))
+            send(Self.reply(jobID: job.jobID, name: job.name, result: result, maxFrameSize: maxFrameSize))
             switch next {
             case .run(let held):
                 job = held
@@ -284,24 +284,43 @@ final class WorkerServer: Sendable {
         }
     }
 
-    private static func reply(jobID: UInt64, name: String, result: Result<[UInt8], JobEntry.Failure>) -> WorkerMessage {
+    private static func reply(
+        jobID: UInt64, name: String, result: Result<[UInt8], JobEntry.Failure>, maxFrameSize: Int
+    ) -> WorkerMessage {
+        func failure(_ kind: FailureKind, _ error: any Error, _ message: String) -> WorkerMessage {
+            // An error may describe itself at any length: cut its text to leave the frame room,
+            // or the pool would take the oversized frame for a broken protocol and kill us.
+            let errorType = fitted(String(reflecting: type(of: error)), within: 4_096)
+            let room = max(256, min(1 << 20, maxFrameSize - 512 - errorType.utf8.count))
+            return .failure(jobID: jobID, kind: kind, errorType: errorType, message: fitted(message, within: room))
+        }
         switch result {
         case .success(let bytes):
             return .result(jobID: jobID, output: bytes)
         case .failure(.threw(let error)):
-            let kind: FailureKind = error is CancellationError ? .cancelled : .jobFailed
-            return .failure(jobID: jobID, kind: kind, errorType: String(reflecting: type(of: error)), message: String(describing: error))
+            return failure(error is CancellationError ? .cancelled : .jobFailed, error, String(describing: error))
         case .failure(.undecodableArguments(let error)):
-            return .failure(
-                jobID: jobID, kind: .undecodableArguments, errorType: String(reflecting: type(of: error)),
-                message: "cannot decode the arguments of \(name): \(error)"
-            )
+            return failure(.undecodableArguments, error, "cannot decode the arguments of \(name): \(error)")
         case .failure(.unencodableOutput(let error)):
-            return .failure(
-                jobID: jobID, kind: .unencodableOutput, errorType: String(reflecting: type(of: error)),
-                message: "cannot encode the output of \(name): \(error)"
-            )
+            return failure(.unencodableOutput, error, "cannot encode the output of \(name): \(error)")
         }
+    }
+
+    /// `text`, or its beginning and a note of its length if it takes more than `limit` bytes.
+    static func fitted(_ text: String, within limit: Int) -> String {
+        let length = text.utf8.count
+        guard length > limit else { return text }
+        let note = "… (cut: \(length) bytes in all)"
+        // Whole characters only: a cut in the middle of one would make invalid UTF-8.
+        var kept = 0
+        var end = text.startIndex
+        for index in text.indices {
+            let size = text[index].utf8.count
+            if kept + size > limit - note.utf8.count { break }
+            kept += size
+            end = text.index(after: index)
+        }
+        return String(text[..<end]) + note
     }
 
     /// Sends a message; results that several jobs produce at once leave in one write.

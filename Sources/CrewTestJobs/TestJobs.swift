@@ -11,7 +11,7 @@ public enum TestJobs {
         Picky.self, Garbage.self, WhoAmI.self, Blob.self, Nested.self, Stamp.self,
         SetState.self, GetState.self, Hoard.self, CrashOnce.self, ThreadName.self, WaitForFile.self, LoggerMetadata.self, ExitWhileFileExists.self,
         PlainPoint.self, WeightedTotal.self, RetriedCrashOnce.self, RetriedSleep.self, RefuseNegative.self,
-        FailUntilTicket.self, SpawnSleeper.self,
+        FailUntilTicket.self, SpawnSleeper.self, FailWithLongMessage.self, ListDepth.self,
     ]
 }
 
@@ -387,4 +387,44 @@ public struct SpawnSleeper: Job {
         guard rc == 0 else { throw TestFailure(reason: "posix_spawn: \(rc)") }
         return pid
     }
+}
+
+/// Throws a ``TestFailure`` whose description is `length` bytes long, from small arguments.
+public struct FailWithLongMessage: Job {
+    public var length: Int
+    public init(length: Int) { self.length = length }
+    public func run(in context: JobContext) async throws -> Int {
+        throw TestFailure(reason: String(repeating: "x", count: length))
+    }
+}
+
+/// Lists nested `depth` deep (`[[[]]]` is 2), decoded by hand through nested unkeyed containers,
+/// as a hand-written decoder of a tree does; returns the depth it read.
+public struct ListDepth: Job {
+    public var depth: Int
+    public init(depth: Int) { self.depth = depth }
+
+    public init(from decoder: any Decoder) throws {
+        var container = try decoder.unkeyedContainer()
+        depth = try Self.walk(&container)
+    }
+
+    static func walk(_ container: inout any UnkeyedDecodingContainer) throws -> Int {
+        guard !container.isAtEnd else { return 0 }
+        var nested = try container.nestedUnkeyedContainer()
+        return 1 + (try walk(&nested))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.unkeyedContainer()
+        try Self.nest(&container, depth)
+    }
+
+    static func nest(_ container: inout any UnkeyedEncodingContainer, _ levels: Int) throws {
+        guard levels > 0 else { return }
+        var nested = container.nestedUnkeyedContainer()
+        try nest(&nested, levels - 1)
+    }
+
+    public func run(in context: JobContext) async throws -> Int { depth }
 }

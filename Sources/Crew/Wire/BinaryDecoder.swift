@@ -797,6 +797,12 @@ final class BinaryDecodingState: Decoder {
         return try T(from: self)
     }
 
+    /// Nested containers recurse without `decodeNested` (a type's `init(from:)` can open them
+    /// level after level): bound them by the path, as the encoder does.
+    func checkNestingDepth(_ ref: BinaryPathRef, _ key: any CodingKey) throws {
+        guard pathLength(ref) < BinaryFormat.maxDepth else { throw tooDeep(codingPath(ref) + [key]) }
+    }
+
     /// A decoder for the value at `position`, under `key` in a container whose path is `ref`,
     /// for `superDecoder()`.
     func superDecoder(at position: Int, kind: UInt8, key: any CodingKey, path ref: BinaryPathRef) throws -> any Decoder {
@@ -1069,6 +1075,7 @@ struct BinaryKeyedDecodingContainer<Key: CodingKey>: KeyedDecodingContainerProto
 
     func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws -> KeyedDecodingContainer<NestedKey> {
         let s = state.takeUnretainedValue()
+        try s.checkNestingDepth(path, key)
         let position = try entry(key, s).value
         let bounds: (start: Int, end: Int)
         do throws(BinaryReadFailure) {
@@ -1081,6 +1088,7 @@ struct BinaryKeyedDecodingContainer<Key: CodingKey>: KeyedDecodingContainerProto
 
     func nestedUnkeyedContainer(forKey key: Key) throws -> any UnkeyedDecodingContainer {
         let s = state.takeUnretainedValue()
+        try s.checkNestingDepth(path, key)
         let position = try entry(key, s).value
         return try s.unkeyedContainer(at: position, kind: 0, path: s.nestedPath(path, key))
     }
@@ -1262,6 +1270,7 @@ struct BinaryUnkeyedDecodingContainer: UnkeyedDecodingContainer {
         let s = state.takeUnretainedValue()
         guard currentIndex < elementCount else { throw atEnd(KeyedDecodingContainer<NestedKey>.self, s) }
         let key = BinaryIndexKey(currentIndex)
+        try s.checkNestingDepth(path, key)
         let next = try next(s)
         let bounds: (start: Int, end: Int)
         do throws(BinaryReadFailure) {
@@ -1277,6 +1286,7 @@ struct BinaryUnkeyedDecodingContainer: UnkeyedDecodingContainer {
     mutating func nestedUnkeyedContainer() throws -> any UnkeyedDecodingContainer {
         let s = state.takeUnretainedValue()
         guard currentIndex < elementCount else { throw atEnd((any UnkeyedDecodingContainer).self, s) }
+        try s.checkNestingDepth(path, BinaryIndexKey(currentIndex))
         let next = try next(s)
         let container = try s.unkeyedContainer(at: position, kind: kind, path: s.nestedPath(path, BinaryIndexKey(currentIndex)))
         position = next
