@@ -84,7 +84,8 @@ public struct Workers: Sendable, ExpressibleByArrayLiteral {
         return Workers([Group(kind: .thread, minimum: count, maximum: count, tags: tags)])
     }
 
-    /// Jobs run as tasks in this process, at most `maxConcurrent` at once.
+    /// Jobs run as tasks in this process, at most `maxConcurrent` at once (a job that ignores
+    /// its timeout or cancellation runs on detached, beside its replacement: see ``WorkerKind/inline``).
     public static func inline(maxConcurrent: Int = System.coreCount, tags: Set<String> = []) -> Workers {
         precondition(maxConcurrent >= 1, "a pool needs at least one worker")
         return Workers([Group(kind: .inline, minimum: maxConcurrent, maximum: maxConcurrent, tags: tags)])
@@ -184,7 +185,9 @@ extension WorkerPool {
             /// How long queued and running jobs may take to finish after shutdown begins. Default: 30 s.
             public var drainTimeout: Duration = .seconds(30)
             /// After the drain, how long workers get to exit on their own before SIGTERM, and again
-            /// before SIGKILL. Default: 2 s.
+            /// before SIGKILL. Thread and inline workers get the same periods: their running jobs
+            /// are cancelled after the first, and after the second a job that ignores it runs on
+            /// detached while the shutdown completes. Default: 2 s.
             public var terminateGracePeriod: Duration = .seconds(2)
 
             /// The defaults.

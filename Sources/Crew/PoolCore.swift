@@ -258,7 +258,8 @@ final class PoolCore: Sendable {
 
     private func release(_ handle: any WorkerHandle) {
         handle.release()
-        guard handle.processID != nil else { return }
+        // A worker that lingers with jobs is terminated, then killed: for a process SIGTERM and
+        // SIGKILL, for an in-process worker cancelling its jobs, then letting go of them.
         let grace = configuration.shutdown.terminateGracePeriod
         Supervisor.shared.schedule(at: .now() + grace) { handle.terminate() }
         Supervisor.shared.schedule(at: .now() + grace + grace) { handle.kill() }

@@ -95,7 +95,11 @@ final class LocalWorker: WorkerHandle {
         if exitNow { exit() }
     }
 
-    func terminate() {}
+    /// The released worker lingers with jobs: asks them to stop (a process gets SIGTERM).
+    func terminate() {
+        let tasks = state.withLock { $0.exited ? [] : Array($0.tasks.values) }
+        for task in tasks { task.cancel() }
+    }
 
     private func exit() {
         executor?.stop()

@@ -14,7 +14,8 @@ protocol WorkerHandle: AnyObject, Sendable {
     func kill()
     /// Lets the worker finish what it holds and exit.
     func release()
-    /// Escalation for a released worker that lingers: SIGTERM for a process.
+    /// Escalation for a released worker that lingers: SIGTERM for a process; an in-process
+    /// worker cancels its jobs.
     func terminate()
 }
 

@@ -14,7 +14,9 @@ public struct WorkerKind: Hashable, Sendable, CustomStringConvertible {
     /// the worker meanwhile).
     public static let thread = WorkerKind(base: .thread)
     /// A task in this process, on Swift's cooperative pool: for cheap async work and tests.
-    /// Jobs are passed as values; timeouts and cancellation are cooperative.
+    /// Jobs are passed as values; timeouts and cancellation are cooperative: a job that ignores
+    /// them runs on, detached from the pool, while a replacement takes its place (so more than
+    /// `maxConcurrent` may run for a while).
     public static let inline = WorkerKind(base: .inline)
 
     public var description: String { base.rawValue }
