@@ -176,3 +176,41 @@ extension ProcessTests {
 }
 
 import Synchronization
+
+/// The outbox shared by a channel's senders.
+@Suite struct FrameOutboxTests {
+    /// A frame queued while another thread is sending was accepted (its sender was told so): a
+    /// `shutdownWriting` before the flush ends must not drop it. Deterministic: the socket's
+    /// buffer is full first, so whichever sender comes first stays blocked until the reader
+    /// drains, and the other one's frame waits in the outbox.
+    @Test func framesQueuedBeforeAShutdownStillLeave() async throws {
+        let (near, far) = try SystemIO.socketPair()
+        defer { close(far) }
+        var filler = FrameWriter(capacity: 64)
+        filler.write(PoolMessage.run(jobID: 100, name: "Fill", arguments: [], announceStart: false))
+        let frame = filler.bytes
+        while frame.withUnsafeBytes({ send(near, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }) == frame.count {}
+        let outbox = FrameOutbox(fd: near)
+        let big = [UInt8](repeating: 7, count: 1 << 20)
+        let returned = Mutex(0)
+        let senders = [big, [1, 2, 3]].enumerated().map { index, arguments in
+            PosixThread.start(name: "sender-\(index)") {
+                _ = outbox.send { $0.write(PoolMessage.run(jobID: UInt64(index), name: "Job", arguments: arguments, announceStart: false)) }
+                returned.withLock { $0 += 1 }
+            }
+        }
+        // One sender is stuck in the big send, the other has queued its frame behind it.
+        #expect(await eventually(within: .seconds(20)) { returned.withLock { $0 } == 1 })
+        outbox.shutdownWriting()
+        var reader = FrameReader(maxFrameSize: 4 << 20)
+        var jobs: [UInt64] = []
+        while reader.append(from: far) > 0 {
+            while let message = try reader.nextPoolMessage() {
+                if case .run(let jobID, _, _, _) = message { jobs.append(jobID) }
+            }
+        }
+        for sender in senders { sender.join() }
+        #expect(jobs.filter { $0 != 100 }.sorted() == [0, 1])
+        outbox.closeDescriptor()
+    }
+}

@@ -51,7 +51,9 @@ final class FrameOutbox: Sendable {
             let more = state.withLock { state -> [UInt8]? in
                 state.spare = batch
                 state.spare.removeAll(keepingCapacity: true)
-                if state.writer.bytes.isEmpty || state.closed {
+                // Frames queued before the outbox closed were accepted: they leave too (to a
+                // peer that is gone, the send just fails).
+                if state.writer.bytes.isEmpty {
                     state.flushing = false
                     if state.shutdownWhenFlushed { Glibc.shutdown(fd, Int32(SHUT_WR)) }
                     if state.closeWhenFlushed { close(fd) }
@@ -65,8 +67,8 @@ final class FrameOutbox: Sendable {
         }
     }
 
-    /// Accepts no more frames and shuts down the sending side (after a send in progress): the
-    /// peer reads end-of-file.
+    /// Accepts no more frames and shuts down the sending side once the frames already accepted
+    /// have left: the peer reads them, then end-of-file.
     func shutdownWriting() {
         state.withLock { state in
             guard !state.closed else { return }
