@@ -156,7 +156,8 @@ extension WorkerPool {
         /// goes even when the queue is full (0 means: run only on a free worker). Default: no limit.
         public var maxQueued: Int?
         /// The largest frame (job arguments or output, plus a few bytes) either side accepts.
-        /// Default: 64 MiB.
+        /// It must be under 4 GiB, and large enough for a worker's hello, which lists the
+        /// catalog's job names (checked when a pool with process workers is created). Default: 64 MiB.
         public var maxFrameSize: Int = WireProtocol.defaultMaxFrameSize
         /// How long a cancelled running job may take to stop before its process is killed. Default: 1 s.
         public var cancellationGracePeriod: Duration = .seconds(1)

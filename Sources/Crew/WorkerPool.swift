@@ -41,6 +41,11 @@ public final class WorkerPool: Sendable {
     ///   cannot be run.
     public init(_ workers: Workers, jobs: JobCatalog, configuration: Configuration = Configuration(), setup: (any Job)? = nil) throws {
         if workers.hasProcesses {
+            // A frame's length travels in 32 bits, and the workers' hello lists the catalog.
+            let hello = jobs.names.reduce(64) { $0 + 4 + $1.utf8.count + (jobs.entries[$1]?.layoutDigest.utf8.count ?? 0) }
+            precondition(
+                configuration.maxFrameSize >= hello && configuration.maxFrameSize < Int(UInt32.max),
+                "maxFrameSize must be at least \(hello) bytes (the workers' hello for this catalog) and under 4 GiB")
             let path = configuration.executable.path
             guard access(path, X_OK) == 0 else {
                 throw CrewError(.workerStartFailed, "the worker executable \(path) cannot be run: \(String(cString: strerror(errno)))")
