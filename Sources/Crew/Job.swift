@@ -17,7 +17,9 @@ public protocol Job: Codable, Sendable {
     associatedtype Output: Codable & Sendable
 
     /// The job type's stable name on the wire. Defaults to the fully qualified type name
-    /// (`MyModule.Square`); override it to keep a name stable across renames.
+    /// (`MyModule.Square`; a private or function-local type's context reads `(private)`);
+    /// override it to keep a name stable across renames, or to tell apart two private types of
+    /// the same name in one module.
     static var jobName: String { get }
 
     /// Whether running the job twice is harmless. Only idempotent jobs are ever retried
@@ -170,11 +172,26 @@ enum DefaultJobNames {
     /// lock here was contended by every caller of every pool.
     private static let cache = BinaryThreadLocal<Cache>()
 
+    /// A reflected type name without what differs between processes: a private, fileprivate or
+    /// function-local type's context reads `(unknown context at $55d1c3a04c38)`, a load address.
+    static func stableName(_ reflected: String) -> String {
+        guard reflected.contains("(unknown context at $") else { return reflected }
+        var result = ""
+        var rest = Substring(reflected)
+        while let start = rest.firstRange(of: "(unknown context at $") {
+            result += rest[..<start.lowerBound]
+            result += "(private)"
+            rest = rest[start.upperBound...]
+            rest = rest.drop { $0.isHexDigit }.dropFirst()  // the address and its ")"
+        }
+        return result + rest
+    }
+
     static func name(of type: Any.Type) -> String {
         let key = ObjectIdentifier(type)
         return cache.get(orMake: Cache.init)._withUnsafeGuaranteedRef { cache in
             if cache.lastType == key { return cache.lastName }
-            let name = cache.names[key] ?? cache.insert(String(reflecting: type), for: key)
+            let name = cache.names[key] ?? cache.insert(stableName(String(reflecting: type)), for: key)
             cache.lastType = key
             cache.lastName = name
             return name

@@ -190,7 +190,9 @@ public final class WorkerPool: Sendable {
         retry: RetryPolicy?, waitsForRoom: Bool = true, payload: JobPayload? = nil
     ) async throws -> J.Output {
         let payload = try payload ?? self.payload(for: job)
-        let policy = retry ?? J.retryPolicy
+        // A job for one worker cannot be retried elsewhere: a retry would only report that the
+        // worker is gone, in place of what happened to it.
+        let policy: RetryPolicy? = if case .worker = requirement { nil } else { retry ?? J.retryPolicy }
         precondition(policy == nil || J.isIdempotent, "\(J.jobName) is retried but not declared idempotent (Job.isIdempotent)")
         var attempt = 1
         while true {

@@ -11,7 +11,7 @@ public enum TestJobs {
         Picky.self, Garbage.self, WhoAmI.self, Blob.self, Nested.self, Stamp.self,
         SetState.self, GetState.self, Hoard.self, CrashOnce.self, ThreadName.self, WaitForFile.self, LoggerMetadata.self, ExitWhileFileExists.self,
         PlainPoint.self, WeightedTotal.self, RetriedCrashOnce.self, RetriedSleep.self, RefuseNegative.self,
-        FailUntilTicket.self, SpawnSleeper.self, FailWithLongMessage.self, ListDepth.self,
+        FailUntilTicket.self, SpawnSleeper.self, FailWithLongMessage.self, ListDepth.self, PrivateJobName.self,
     ]
 }
 
@@ -427,4 +427,19 @@ public struct ListDepth: Job {
     }
 
     public func run(in context: JobContext) async throws -> Int { depth }
+}
+
+/// A job type with file-private access, as an app's `main.swift` might declare one.
+fileprivate struct FilePrivateEcho: Job {
+    var value: Int
+    func run(in context: JobContext) async throws -> Int { value }
+}
+
+/// Returns the default wire name (``Job/jobName``) of a `fileprivate` job type, as the process it
+/// runs in computes it.
+public struct PrivateJobName: Job {
+    public init() {}
+    /// The same name, as this process computes it.
+    public static var here: String { FilePrivateEcho.jobName }
+    public func run(in context: JobContext) async throws -> String { FilePrivateEcho.jobName }
 }

@@ -105,16 +105,28 @@ extension PoolStateMachine {
     mutating func dispatch(now: MonotonicTime, scalingUp: Bool = true, _ actions: inout [Action]) {
         // Stop as soon as the queue is empty: with many free slots (large prefetch), scanning
         // them all on every submit and every answer made each job cost O(slots).
+        // Slots where a job starts at once first; held (prefetch) slots only when none is left.
         var unmatched: [Int] = []
-        while !queued.isEmpty, let workerID = freeSlots.popLast() {
+        var unmatchedHeld: [Int] = []
+        while !queued.isEmpty {
+            let held: Bool
+            let workerID: Int
+            if let slot = freeSlots.popLast() {
+                (workerID, held) = (slot, false)
+            } else if let slot = heldSlots.popLast() {
+                (workerID, held) = (slot, true)
+            } else {
+                break
+            }
             guard let group = updateWorker(workerID, { $0.acceptsJobs ? $0.group : nil }) ?? nil else { continue }
             guard let request = popBestRequest(forWorker: workerID, group: group) else {
-                unmatched.append(workerID)
+                if held { unmatchedHeld.append(workerID) } else { unmatched.append(workerID) }
                 continue
             }
             assign(request, to: workerID, group: group, now: now, &actions)
         }
         if !unmatched.isEmpty { freeSlots.append(contentsOf: unmatched.reversed()) }
+        if !unmatchedHeld.isEmpty { heldSlots.append(contentsOf: unmatchedHeld.reversed()) }
         admitOverflow(now: now, &actions)
         if scalingUp { scaleUp(now: now, &actions) }
     }
@@ -274,9 +286,10 @@ extension PoolStateMachine {
 
     /// A worker's job ended: give it another, release it if it is retiring, or note it idle.
     private mutating func slotFreed(_ workerID: Int, now: MonotonicTime, _ actions: inout [Action]) {
-        guard let ready = updateWorker(workerID, { $0.acceptsJobs }) else { return }
+        guard let (ready, group, inFlight) = updateWorker(workerID, { ($0.acceptsJobs, $0.group, $0.inFlight.count) }) else { return }
+        let runsAtOnce = inFlight < groups[group].jobsPerWorker
         if ready {
-            freeSlots.append(workerID)
+            addFreeSlot(workerID, runsAtOnce: runsAtOnce)
             dispatch(now: now, scalingUp: false, &actions)
             // Idle now: note it, and check back when it may go.
             guard let (group, startedAt) = updateWorker(workerID, { worker -> (Int, MonotonicTime)? in
@@ -325,12 +338,22 @@ extension PoolStateMachine {
 
     /// Retires a worker: it takes no new jobs, a replacement starts now, and it is released
     /// once its jobs are done.
-    mutating func retire(_ workerID: Int, because reason: String, now: MonotonicTime, _ actions: inout [Action]) {
+    ///
+    /// With `replace` false (its successor is ready already: a hand-over), no replacement starts
+    /// beyond the group's minimum.
+    mutating func retire(_ workerID: Int, because reason: String, replace: Bool = true, now: MonotonicTime, _ actions: inout [Action]) {
         guard var worker = workers[workerID], worker.isActive, !worker.phase.isStartingUp else { return }
+        let activeBefore = activeCount(inGroup: worker.group)
         worker.phase = .retiring(reason)
         workers[workerID] = worker
-        freeSlots.removeAll { $0 == workerID }
+        removeFreeSlots(of: workerID)
         replenish(now: now, &actions)
+        // Capacity does not dip: a group above its minimum gets a replacement too (replenishing
+        // only reaches the minimum).
+        if replace, activeCount(inGroup: worker.group) < activeBefore, startFailures[worker.group] == nil,
+           lifecycle == .running || lifecycle == .draining {
+            spawn(group: worker.group, now: now, &actions)
+        }
         if worker.inFlight.isEmpty { slotFreed(workerID, now: now, &actions) }
     }
 

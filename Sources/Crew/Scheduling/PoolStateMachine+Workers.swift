@@ -58,11 +58,13 @@ extension PoolStateMachine {
         // A worker started after all (one that was still starting when the group gave up): the
         // group serves again, and its cool-down has nothing left to wait for.
         startFailures[worker.group] = nil
-        for _ in 0..<groups[worker.group].slotsPerWorker { freeSlots.append(workerID) }
+        for slot in 0..<groups[worker.group].slotsPerWorker {
+            addFreeSlot(workerID, runsAtOnce: slot < groups[worker.group].jobsPerWorker)
+        }
         // A hand-over is complete: the worker this one replaces retires now.
         if let (old, reason) = predecessor, workers[old]?.successor == workerID {
             workers[old]!.successor = nil
-            retire(old, because: reason, now: now, &actions)
+            retire(old, because: reason, replace: false, now: now, &actions)
         }
         slotFreedAfterStart(workerID, now: now, &actions)
     }
@@ -127,7 +129,7 @@ extension PoolStateMachine {
                 stop(worker.id, .idle, release: true, now: now, &actions)
             } else {
                 workers[worker.id]!.phase = .retiring("the pool's maximum was lowered")
-                freeSlots.removeAll { $0 == worker.id }
+                removeFreeSlots(of: worker.id)
             }
             excess -= 1
         }
@@ -166,7 +168,7 @@ extension PoolStateMachine {
         if case .stopping = worker.phase { return }
         worker.phase = .stopping(reason)
         workers[workerID] = worker
-        freeSlots.removeAll { $0 == workerID }
+        removeFreeSlots(of: workerID)
         actions.append(release ? .release(workerID: workerID) : .kill(workerID: workerID))
         replenish(now: now, &actions)
     }
@@ -176,7 +178,7 @@ extension PoolStateMachine {
         _ workerID: Int, termination: CrewError.Termination?, stderrTail: String?, now: MonotonicTime
     ) -> [Action] {
         guard let worker = workers.removeValue(forKey: workerID) else { return [] }
-        freeSlots.removeAll { $0 == workerID }
+        removeFreeSlots(of: workerID)
         var actions: [Action] = []
         // A successor that never became ready: its predecessor serves on, and hands over later
         // (after its next job, or at once if it is idle: nothing else would look at it again).
@@ -352,6 +354,7 @@ extension PoolStateMachine {
         }
         _ = failRunningWaiters("the pool shut down before the job finished", &actions)
         freeSlots.removeAll()
+        heldSlots.removeAll()
         for id in workers.keys.sorted() {
             if case .stopping = workers[id]!.phase { continue }  // already on its way out
             workers[id]!.phase = .stopping(.shutdown)

@@ -180,9 +180,13 @@ struct PoolStateMachine<Waiter, Payload> {
     var staleKeys: [Requirement: Int] = [:]
     /// Requests waiting for room in a full queue, first come first served.
     var overflow: [Request] = []
-    /// Free job slots, as worker ids; a worker with room for n jobs appears n times. Last in,
-    /// first out, so work concentrates on warm workers and the others can go idle.
+    /// Free job slots where a job would start at once, as worker ids; a worker with room for n
+    /// such jobs appears n times. Last in, first out, so work concentrates on warm workers and
+    /// the others can go idle.
     var freeSlots: [Int] = []
+    /// Free prefetch slots, where a job would wait in a busy worker: used only when no slot
+    /// above is free, so a job never waits behind another while a worker sits idle.
+    var heldSlots: [Int] = []
     var initJobs: [InitJob] = []
     var nextWorkerID = 1
     var nextSequence: UInt64 = 0
@@ -233,7 +237,18 @@ struct PoolStateMachine<Waiter, Payload> {
     }
 
     /// Free job slots on ready workers.
-    var freeSlotCount: Int { freeSlots.count }
+    var freeSlotCount: Int { freeSlots.count + heldSlots.count }
+
+    /// A worker has room for one more job: a slot where it would start at once, or a held one.
+    mutating func addFreeSlot(_ workerID: Int, runsAtOnce: Bool) {
+        if runsAtOnce { freeSlots.append(workerID) } else { heldSlots.append(workerID) }
+    }
+
+    /// Takes every free slot of a worker that takes no more jobs.
+    mutating func removeFreeSlots(of workerID: Int) {
+        freeSlots.removeAll { $0 == workerID }
+        heldSlots.removeAll { $0 == workerID }
+    }
 
     /// Queued jobs per priority.
     var queueDepthByPriority: [JobPriority: Int] {
