@@ -67,7 +67,9 @@ public enum Crew {
         signal(SIGPIPE, SIG_IGN)
         // Keep our channel out of anything this worker spawns.
         _ = fcntl(channelFD, F_SETFD, FD_CLOEXEC)
-        _ = "crew-worker \(workerID)".withCString { ccrew_set_thread_name($0) }
+        // The process's name (what `ps`, `top` and `pgrep` show) is its main thread's, and this
+        // runs on a thread of the cooperative pool: name the main thread through /proc.
+        setProcessName("crew-worker \(workerID)")
 
         var base = logger ?? Logger(label: "crew.worker")
         base[metadataKey: "crew.worker"] = "\(workerID)"
@@ -332,6 +334,14 @@ final class WorkerServer: Sendable {
         fflush(nil)
         _exit(status)
     }
+}
+
+/// Names the process (its main thread; at most 15 bytes are kept).
+private func setProcessName(_ name: String) {
+    let fd = open("/proc/self/comm", O_WRONLY | O_CLOEXEC)
+    guard fd >= 0 else { return }
+    defer { close(fd) }
+    _ = name.withCString { write(fd, $0, min(strlen($0), 15)) }
 }
 
 /// An output too large for one frame.

@@ -15,7 +15,7 @@ struct BenchCommand: AsyncParsableCommand {
         abstract: "Measure Crew against the raw limit.",
         // The subcommands are hidden helpers; without this the usage line would promise one.
         usage: "crew bench [--quick] [--json <path>] [--only <text>]",
-        discussion: "Run from a release build (swift build -c release). Each figure is the median of 5 repetitions after a warm-up.",
+        discussion: "Run from a release build (swift build -c release). Each figure is the median of 5 repetitions (3 with --quick) after a warm-up.",
         subcommands: [EchoPeerCommand.self, OneShotCommand.self]
     )
 
@@ -29,6 +29,13 @@ struct BenchCommand: AsyncParsableCommand {
         "Measure only the figures whose key contains this text (e.g. process_jobs); the rest are reported as skipped.",
         valueName: "text"))
     var only: String?
+
+    func validate() throws {
+        if let only, !BenchSuite.all.contains(where: { $0.figures.contains { $0.key.contains(only) } }) {
+            let keys = BenchSuite.all.flatMap { $0.figures.map(\.key) }
+            throw ValidationError("no figure's key contains \"\(only)\"; the keys are \(keys.joined(separator: ", "))")
+        }
+    }
 
     func run() async throws {
         let settings = quick ? BenchSettings.quickRun : BenchSettings.full

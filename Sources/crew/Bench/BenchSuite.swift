@@ -125,6 +125,11 @@ struct BenchResults: Sendable {
             do {
                 let values = try await measure(settings)
                 for spec in benchmark.figures {
+                    // Measured with the others of its benchmark, but not asked for.
+                    if let only, !spec.key.contains(only) {
+                        results.figures.append((spec, .skipped))
+                        continue
+                    }
                     guard let samples = values[spec.key], !samples.isEmpty else {
                         results.figures.append((spec, .failed("the benchmark produced no \(spec.key)")))
                         continue
