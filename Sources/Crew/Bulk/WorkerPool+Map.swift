@@ -21,7 +21,7 @@ extension WorkerPool {
     /// - Parameters:
     ///   - jobs: the jobs; any sequence, consumed lazily.
     ///   - maxInFlight: how many jobs (or chunks) may run or wait at once. Default: twice the pool's
-    ///     maximum number of workers.
+    ///     most jobs at once (each group's maximum of workers times its jobs per worker).
     ///   - chunkSize: how many jobs travel together. Default: 1.
     ///   - priority: the priority of every job.
     ///   - timeout: the timeout of every job (of every chunk, with chunking).
