@@ -428,6 +428,9 @@ final class PoolCore: Sendable {
 
     // MARK: Shutdown
 
+    /// Whether ``shutdown(cancelPending:)`` has been called (or the pool was abandoned).
+    var isShuttingDown: Bool { state.withLock { $0.shutdownStarted } }
+
     func shutdown(cancelPending: Bool) async {
         let first = state.withLock { state in
             defer { state.shutdownStarted = true }

@@ -193,7 +193,8 @@ public final class WorkerPool: Sendable {
         // A job for one worker cannot be retried elsewhere: a retry would only report that the
         // worker is gone, in place of what happened to it.
         let policy: RetryPolicy? = if case .worker = requirement { nil } else { retry ?? J.retryPolicy }
-        precondition(policy == nil || J.isIdempotent, "\(J.jobName) is retried but not declared idempotent (Job.isIdempotent)")
+        precondition(
+            (policy?.maxAttempts ?? 1) <= 1 || J.isIdempotent, "\(J.jobName) is retried but not declared idempotent (Job.isIdempotent)")
         var attempt = 1
         while true {
             do {
@@ -202,7 +203,10 @@ public final class WorkerPool: Sendable {
                     requirement: requirement, waitsForRoom: waitsForRoom)
                 return try Self.decode(output, as: J.self)
             } catch let failure as CrewError {
-                guard let policy, attempt < policy.maxAttempts, policy.retryableCodes.contains(failure.code) else { throw failure }
+                // A pool that shuts down retries nothing: the caller gets what happened, not
+                // poolShutDown from an attempt that cannot start.
+                guard let policy, attempt < policy.maxAttempts, policy.retryableCodes.contains(failure.code),
+                      !core.isShuttingDown else { throw failure }
                 attempt += 1
                 do {
                     try await Task.sleep(for: policy.backoff(beforeAttempt: attempt, random: Double.random(in: 0...1)))
@@ -213,6 +217,7 @@ public final class WorkerPool: Sendable {
                         .cancelled, "cancelled while waiting to retry, after attempt \(attempt - 1) failed: \(failure.message)",
                         jobName: J.jobName, underlying: failure)
                 }
+                if core.isShuttingDown { throw failure }
             }
         }
     }

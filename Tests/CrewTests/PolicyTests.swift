@@ -280,6 +280,22 @@ extension ProcessTests {
             }
         }
 
+        /// A retry would start after the pool began to shut down: the caller gets the failure
+        /// that was to be retried, not poolShutDown from an attempt that cannot start.
+        @Test func aCallerWhoseRetryFallsInAShutdownGetsTheOriginalFailure() async throws {
+            let marker = temporaryPath("crash-once-shutdown")
+            defer { unlink(marker) }
+            let pool = try WorkerPool(.processes(1), jobs: TestJobs.catalog, configuration: testConfiguration())
+            let call = Task {
+                try await pool.run(CrashOnce(marker: marker), retry: RetryPolicy(maxAttempts: 3, initialBackoff: .seconds(2), jitter: 0))
+            }
+            // The first attempt crashed: the caller waits out its backoff.
+            #expect(await eventually(within: .seconds(20)) { access(marker, F_OK) == 0 })
+            await pool.shutdown()
+            let error = await expectCrewError(.workerCrashed) { try await call.value }
+            #expect(error?.jobName == CrashOnce.jobName)
+        }
+
         @Test func backoffGrowsAndStaysWithinItsBounds() {
             let policy = RetryPolicy(maxAttempts: 10, initialBackoff: .milliseconds(100), multiplier: 2, maxBackoff: .seconds(1), jitter: 0)
             #expect(policy.backoff(beforeAttempt: 2, random: 0.5) == .milliseconds(100))
