@@ -25,6 +25,18 @@ extension ProcessTests {
 
         /// `--only` with a text no key contains measures nothing at all, and still exits 0 with a
         /// table of "skipped": a typo gives a silent, empty run instead of an error.
+        /// An output that cannot be written is refused before any work, not after it: a long
+        /// render or benchmark run does not end in an error it could have reported first.
+        @Test func anUnwritableOutputIsRefusedBeforeTheWork() throws {
+            let (status, output) = try runProgram("crew", ["mandelbrot", "--output", "/nonexistent-dir/x.png"])
+            #expect(status != 0)
+            #expect(output.contains("cannot create a file in /nonexistent-dir"), "\(output)")
+            #expect(!output.contains("Rendering"), "it rendered first:\n\(output)")
+            let (benchStatus, benchOutput) = try runProgram("crew", ["bench", "--quick", "--json", "/nonexistent-dir/x.json"])
+            #expect(benchStatus != 0)
+            #expect(!benchOutput.contains("figure"), "it measured first:\n\(benchOutput)")
+        }
+
         @Test func onlyWithATextNoKeyContainsIsAnError() throws {
             let (status, output) = try runProgram("crew", ["bench", "--quick", "--only", "no_such_figure"])
             #expect(status != 0, "an --only that matches no figure should fail:\n\(output)")

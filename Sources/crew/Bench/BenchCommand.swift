@@ -31,6 +31,7 @@ struct BenchCommand: AsyncParsableCommand {
     var only: String?
 
     func validate() throws {
+        if let jsonPath { try validateWritable(jsonPath, option: "--json") }
         if let only, !BenchSuite.all.contains(where: { $0.figures.contains { $0.key.contains(only) } }) {
             let keys = BenchSuite.all.flatMap { $0.figures.map(\.key) }
             throw ValidationError("no figure's key contains \"\(only)\"; the keys are \(keys.joined(separator: ", "))")

@@ -31,12 +31,13 @@ struct MandelbrotCommand: AsyncParsableCommand {
     var rowsPerMessage: Int = 1
 
     func validate() throws {
-        guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
+        guard (1...512).contains(workers) else { throw ValidationError("--workers must be between 1 and 512") }
         guard (1...20_000).contains(width), (1...20_000).contains(height) else {
             throw ValidationError("--width and --height must be between 1 and 20000")
         }
         guard iterations >= 1 else { throw ValidationError("--iterations must be at least 1") }
         guard rowsPerMessage >= 1 else { throw ValidationError("--rows-per-message must be at least 1") }
+        try validateWritable(output, option: "--output")
     }
 
     func run() async throws {
@@ -105,15 +106,34 @@ func printProgress(_ text: String, final: Bool = false) {
     _ = line.utf8CString.withUnsafeBufferPointer { write(2, $0.baseAddress, $0.count - 1) }
 }
 
+/// A file the command was asked to write cannot be written (not a usage error: exit status 1).
+struct OutputError: Error, CustomStringConvertible {
+    var description: String
+}
+
 func writeFile(_ path: String, _ bytes: [UInt8]) throws {
     let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-    guard fd >= 0 else { throw ValidationError("cannot write \(path): \(String(cString: strerror(errno)))") }
+    guard fd >= 0 else { throw OutputError(description: "cannot write \(path): \(String(cString: strerror(errno)))") }
     defer { close(fd) }
     var offset = 0
     while offset < bytes.count {
         let n = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        guard n > 0 else { throw ValidationError("cannot write \(path): \(String(cString: strerror(errno)))") }
+        guard n > 0 else { throw OutputError(description: "cannot write \(path): \(String(cString: strerror(errno)))") }
         offset += n
+    }
+}
+
+/// Fails at once if `path` could not be written later, so a long run does not end in an error
+/// it could have reported first: its directory must exist and be writable, and so must the
+/// file if it exists.
+func validateWritable(_ path: String, option: String) throws {
+    let directory = path.lastIndex(of: "/").map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+    if access(path, F_OK) == 0 {
+        guard access(path, W_OK) == 0 else { throw ValidationError("\(option) \(path) is not writable") }
+    } else {
+        guard access(directory, W_OK) == 0 else {
+            throw ValidationError("\(option) \(path): cannot create a file in \(directory): \(String(cString: strerror(errno)))")
+        }
     }
 }
 
