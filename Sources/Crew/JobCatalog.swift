@@ -12,7 +12,8 @@ public struct JobCatalog: Sendable, ExpressibleByArrayLiteral {
     public let names: [String]
 
     /// A catalog of the given job types.
-    /// - Precondition: no two types share a ``Job/jobName``, and every job and output type that
+    /// - Precondition: no two types share a ``Job/jobName``, no name ends in `#batch` (reserved for
+    ///   `map`'s chunks), and every job and output type that
     ///   is ``PlainData`` holds only numbers.
     public init(_ types: [any Job.Type]) {
         var entries: [String: JobEntry] = [:]
@@ -20,6 +21,7 @@ public struct JobCatalog: Sendable, ExpressibleByArrayLiteral {
         for type in types {
             let entry = JobEntry(type)
             precondition(entries[entry.name] == nil, "two job types share the wire name \(entry.name)")
+            precondition(!entry.name.hasSuffix("#batch"), "\(entry.name): job names ending in #batch are reserved for map's chunks")
             entries[entry.name] = entry
             names.append(entry.name)
             // Every type can also run in chunks (see WorkerPool.map(_:maxInFlight:chunkSize:priority:timeout:)).

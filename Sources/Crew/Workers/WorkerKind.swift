@@ -11,7 +11,9 @@ public struct WorkerKind: Hashable, Sendable, CustomStringConvertible {
     /// A dedicated OS thread in this process: for blocking or synchronous jobs, which must not
     /// occupy Swift's cooperative pool. Jobs are passed as values. Timeouts and cancellation are
     /// cooperative: a job that ignores them keeps its thread until it returns (the pool replaces
-    /// the worker meanwhile).
+    /// the worker meanwhile). All of a worker's jobs share its one thread, so with more than one
+    /// job per worker they take turns only where they await, and a timeout, which replaces the
+    /// worker, fails its other jobs with ``CrewError/Code/workerCrashed``.
     public static let thread = WorkerKind(base: .thread)
     /// A task in this process, on Swift's cooperative pool: for cheap async work and tests.
     /// Jobs are passed as values; timeouts and cancellation are cooperative: a job that ignores
