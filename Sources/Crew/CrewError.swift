@@ -16,7 +16,7 @@ public struct CrewError: Error, Sendable, Equatable, CustomStringConvertible {
         enum Base: String, Sendable {
             case jobFailed, workerCrashed, timedOut, cancelled, unknownJobType, undecodableArguments
             case unencodableOutput, undecodableOutput, unencodableArguments, poolShutDown
-            case protocolViolation, handshakeFailed, workerStartFailed, queueFull, noEligibleWorker
+            case protocolViolation, workerStartFailed, queueFull, noEligibleWorker
         }
         let base: Base
 
@@ -43,9 +43,9 @@ public struct CrewError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let poolShutDown = Code(base: .poolShutDown)
         /// The worker sent bytes that break the wire protocol; it was killed and replaced.
         public static let protocolViolation = Code(base: .protocolViolation)
-        /// A worker's handshake failed: another protocol version, or a catalog without some of the pool's jobs.
-        public static let handshakeFailed = Code(base: .handshakeFailed)
-        /// Workers could not be started (the executable is missing, or every new worker died at once).
+        /// Workers could not be started (the executable is missing, every new worker died at once,
+        /// or their handshake was refused: another protocol version, or a catalog without some of
+        /// the pool's jobs).
         /// The group tries again after ``WorkerPool/Configuration/startFailureCooldown``.
         public static let workerStartFailed = Code(base: .workerStartFailed)
 

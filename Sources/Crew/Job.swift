@@ -149,7 +149,8 @@ public struct JobPriority: Hashable, Comparable, Sendable, CustomStringConvertib
     public static let normal = JobPriority(0)
     /// Starts before `normal` and `low` jobs.
     public static let high = JobPriority(10)
-    /// Starts before everything else.
+    /// The highest named priority: starts before `high`, `normal` and `low` jobs (a custom
+    /// priority above 20 starts before it).
     public static let critical = JobPriority(20)
 
     public static func < (lhs: JobPriority, rhs: JobPriority) -> Bool { lhs.rawValue < rhs.rawValue }

@@ -19,7 +19,8 @@ import Musl
 /// - A worker that dies (a trap, `exit`, a signal) fails only the jobs it held, with
 ///   ``CrewError/Code/workerCrashed``, its exit status or signal and its stderr tail; the pool
 ///   starts a replacement and goes on serving.
-/// - A timeout counts from the moment a worker takes the job. On expiry a process worker is
+/// - A timeout counts from the moment a worker starts the job (not while it waits in the queue,
+///   or in a worker that holds it for later). On expiry a process worker is
 ///   killed (SIGKILL), the caller gets ``CrewError/Code/timedOut`` and a replacement starts.
 ///   Thread and inline workers can only be asked to stop (cooperative cancellation).
 /// - Cancelling the awaiting task removes a queued job, or asks a running one to cancel; if it has
@@ -158,7 +159,7 @@ public final class WorkerPool: Sendable {
     public func broadcast<J: Job>(_ job: J, priority: JobPriority = .high, timeout: Duration? = nil) async throws
         -> [(workerID: Int, result: Result<J.Output, CrewError>)]
     {
-        let payload = try payload(for: job)
+        let payload: JobPayload = try shutDownFirst { try self.payload(for: job) }
         let (targets, replay) = try core.prepareBroadcast(name: J.jobName, payload: payload)
         let results = await withTaskGroup(of: (Int, Result<J.Output, CrewError>).self) { group in
             for workerID in targets {
@@ -189,7 +190,7 @@ public final class WorkerPool: Sendable {
         _ job: J, priority: JobPriority, timeout: Duration?, requirement: PoolCore.Machine.Requirement,
         retry: RetryPolicy?, waitsForRoom: Bool = true, payload: JobPayload? = nil
     ) async throws -> J.Output {
-        let payload = try payload ?? self.payload(for: job)
+        let payload: JobPayload = try shutDownFirst { try payload ?? self.payload(for: job) }
         // A job for one worker cannot be retried elsewhere: a retry would only report that the
         // worker is gone, in place of what happened to it.
         let policy: RetryPolicy? = if case .worker = requirement { nil } else { retry ?? J.retryPolicy }
@@ -219,6 +220,17 @@ public final class WorkerPool: Sendable {
                 }
                 if core.isShuttingDown { throw failure }
             }
+        }
+    }
+
+    /// Runs `body`; if it throws (the job is not in the catalog, or cannot be encoded) while the
+    /// pool shuts down, the caller gets ``CrewError/Code/poolShutDown``, like every call then.
+    private func shutDownFirst<R>(_ body: () throws -> R) throws -> R {
+        do {
+            return try body()
+        } catch {
+            guard core.isShuttingDown else { throw error }
+            throw CrewError(.poolShutDown, "the pool is shut down and takes no new jobs", underlying: error)
         }
     }
 

@@ -21,8 +21,12 @@ public enum Crew {
     /// The descriptor of a worker's channel to its pool.
     static let channelFD: Int32 = 3
 
-    /// Whether this process was started by a ``WorkerPool`` as one of its workers.
-    public static var isWorker: Bool { getenv(Environment.workerID) != nil }
+    /// Whether this process was started by a ``WorkerPool`` as one of its workers (also while it
+    /// serves, when its jobs ask).
+    public static var isWorker: Bool { serving.load(ordering: .relaxed) || getenv(Environment.workerID) != nil }
+
+    /// Set once ``serveIfWorker(_:logger:)`` serves (it clears the environment it was started with).
+    private static let serving = Atomic<Bool>(false)
 
     /// Serves jobs from `catalog` if this process is a worker a pool started, and never returns;
     /// does nothing and returns at once otherwise.
@@ -34,7 +38,7 @@ public enum Crew {
     /// ```swift
     /// @main struct App {
     ///     static func main() async throws {
-    ///         try await Crew.serveIfWorker([Square.self])
+    ///         await Crew.serveIfWorker([Square.self])
     ///         // only the parent gets here
     ///     }
     /// }
@@ -53,6 +57,7 @@ public enum Crew {
         let maxFrameSize = getenv(Environment.maxFrameSize).flatMap { Int(String(cString: $0)) }
             ?? WireProtocol.defaultMaxFrameSize
         let concurrency = max(1, getenv(Environment.concurrency).flatMap { Int(String(cString: $0)) } ?? 1)
+        serving.store(true, ordering: .relaxed)
         // Children this worker starts (a nested pool, a shell command) are not workers of ours.
         unsetenv(Environment.workerID)
         unsetenv(Environment.parentPID)
@@ -272,7 +277,7 @@ final class WorkerServer: Sendable {
                 state.running[held.jobID] = runner
                 return .run(held)
             }
-            send(Self.reply(jobID: job.jobID, name: job.name, result: result, maxFrameSize: maxFrameSize))
+            send(Self.reply(jobID: job.jobID, name: job.name, result: result, cancelled: Task.isCancelled, maxFrameSize: maxFrameSize))
             switch next {
             case .run(let held):
                 job = held
@@ -287,7 +292,7 @@ final class WorkerServer: Sendable {
     }
 
     private static func reply(
-        jobID: UInt64, name: String, result: Result<[UInt8], JobEntry.Failure>, maxFrameSize: Int
+        jobID: UInt64, name: String, result: Result<[UInt8], JobEntry.Failure>, cancelled: Bool, maxFrameSize: Int
     ) -> WorkerMessage {
         func failure(_ kind: FailureKind, _ error: any Error, _ message: String) -> WorkerMessage {
             // An error may describe itself at any length: cut its text to leave the frame room,
@@ -300,7 +305,8 @@ final class WorkerServer: Sendable {
         case .success(let bytes):
             return .result(jobID: jobID, output: bytes)
         case .failure(.threw(let error)):
-            return failure(error is CancellationError ? .cancelled : .jobFailed, error, String(describing: error))
+            // A CancellationError is a cancellation only if the pool cancelled the job.
+            return failure(error is CancellationError && cancelled ? .cancelled : .jobFailed, error, String(describing: error))
         case .failure(.undecodableArguments(let error)):
             return failure(.undecodableArguments, error, "cannot decode the arguments of \(name): \(error)")
         case .failure(.unencodableOutput(let error)):

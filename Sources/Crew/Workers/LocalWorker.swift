@@ -46,7 +46,9 @@ final class LocalWorker: WorkerHandle {
                 do {
                     result = .success(.value(try await run(context)))
                 } catch {
-                    let code: CrewError.Code = error is CancellationError ? .cancelled : .jobFailed
+                    // A CancellationError is a cancellation only if the job was cancelled; a job may
+                    // also throw one of its own accord.
+                    let code: CrewError.Code = error is CancellationError && Task.isCancelled ? .cancelled : .jobFailed
                     result = .failure(CrewError(
                         code, String(describing: error), jobName: name, workerID: id,
                         remoteErrorType: String(reflecting: type(of: error)), underlying: error))
