@@ -28,6 +28,9 @@ final class PoolCore: Sendable {
         var nextWaiterID: UInt64 = 0
         /// The timeout timers of running jobs, cancelled when the jobs end.
         var timeouts: [UInt64: Supervisor.TimerID] = [:]
+        /// The grace timers of jobs asked to cancel, cancelled when the jobs end (a long grace
+        /// period under steady cancellation would otherwise pile timers up).
+        var graceTimers: [UInt64: Supervisor.TimerID] = [:]
         /// Each worker's pending idle check: a new one replaces it, so a worker that goes idle
         /// thousands of times a second holds one timer, not thousands.
         var idleChecks: [Int: (timer: Supervisor.TimerID, at: MonotonicTime)] = [:]
@@ -182,9 +185,7 @@ final class PoolCore: Sendable {
                 waiter.resume(with: result)
             case .requestCancel(let workerID, let jobID):
                 handles[workerID]?.cancel(jobID: jobID)
-                Supervisor.shared.schedule(at: .now() + configuration.cancellationGracePeriod) { [weak self] in
-                    self?.update { $0.cancelGraceExpired(jobID: jobID, now: .now()) }
-                }
+                armCancellationGrace(jobID)
             case .spawn(let workerID, let group):
                 start(workerID, group: workers.groups[group])
             case .kill(let workerID):
@@ -239,6 +240,21 @@ final class PoolCore: Sendable {
             }
         }
         for batch in batches { handles[batch.workerID]?.dispatch(batch.jobs) }
+    }
+
+    /// Kills the job's worker if the job has not stopped when the grace period ends.
+    private func armCancellationGrace(_ jobID: UInt64) {
+        let timer = Supervisor.shared.schedule(at: .now() + configuration.cancellationGracePeriod) { [weak self] in
+            guard let self else { return }
+            state.withLock { _ = $0.graceTimers.removeValue(forKey: jobID) }
+            update { $0.cancelGraceExpired(jobID: jobID, now: .now()) }
+        }
+        let ended = state.withLock { state -> Bool in
+            guard state.machine.running[jobID] != nil else { return true }
+            if let earlier = state.graceTimers.updateValue(timer, forKey: jobID) { Supervisor.shared.cancel(earlier) }
+            return false
+        }
+        if ended { Supervisor.shared.cancel(timer) }
     }
 
     private func armTimeout(_ jobID: UInt64, _ timeout: Duration) {
@@ -371,6 +387,7 @@ final class PoolCore: Sendable {
         now: MonotonicTime, timers: inout [Supervisor.TimerID]
     ) -> [Machine.Action]? {
         if !state.timeouts.isEmpty, let timer = state.timeouts.removeValue(forKey: jobID) { timers.append(timer) }
+        if !state.graceTimers.isEmpty, let timer = state.graceTimers.removeValue(forKey: jobID) { timers.append(timer) }
         return state.machine.jobEnded(jobID, on: workerID, result, now: now)
     }
 
@@ -384,6 +401,7 @@ final class PoolCore: Sendable {
             // The jobs it held end here, without an answer: their timeouts go with them.
             for jobID in state.machine.workers[workerID]?.inFlight ?? [] {
                 if let timer = state.timeouts.removeValue(forKey: jobID) { timers.append(timer) }
+                if let timer = state.graceTimers.removeValue(forKey: jobID) { timers.append(timer) }
             }
             if let timer = state.idleChecks.removeValue(forKey: workerID)?.timer { timers.append(timer) }
             let actions = state.machine.workerExited(workerID, termination: termination, stderrTail: stderrTail, now: .now())

@@ -12,6 +12,7 @@ public enum TestJobs {
         SetState.self, GetState.self, Hoard.self, CrashOnce.self, ThreadName.self, WaitForFile.self, LoggerMetadata.self, ExitWhileFileExists.self,
         PlainPoint.self, WeightedTotal.self, RetriedCrashOnce.self, RetriedSleep.self, RefuseNegative.self,
         FailUntilTicket.self, SpawnSleeper.self, FailWithLongMessage.self, ListDepth.self, PrivateJobName.self,
+        ThrowsCancellationError.self,
     ]
 }
 
@@ -442,4 +443,15 @@ public struct PrivateJobName: Job {
     /// The same name, as this process computes it.
     public static var here: String { FilePrivateEcho.jobName }
     public func run(in context: JobContext) async throws -> String { FilePrivateEcho.jobName }
+}
+
+/// Throws `CancellationError` on its own, without anyone cancelling it (an inner task group
+/// that was cancelled, say): for the caller an error of the job like any other.
+public struct ThrowsCancellationError: Job {
+    public init() {}
+    public func run(in context: JobContext) async throws -> Bool {
+        let cancelled = context.isCancelled
+        if !cancelled { throw CancellationError() }
+        return cancelled
+    }
 }

@@ -248,3 +248,19 @@ extension PoolStateMachineTests {
         #expect(machine.jobStarted(99, on: 1) == nil)
     }
 }
+
+extension PoolStateMachineTests {
+    /// A drain ends once no caller awaits anything, also when the last one waited for room in a
+    /// full queue and was cancelled there.
+    @Test func cancellingTheLastCallerWaitingForRoomEndsTheDrain() {
+        var machine = Machine(groups: [.init(kind: .process, minimum: 1, maximum: 1)], maxQueued: 0)
+        _ = machine.start(now: t0)
+        _ = machine.workerReady(1, now: t0)
+        #expect(dispatched(machine.submit(request(1), now: t0)).map(\.job) == [1])
+        #expect(machine.submit(request(2), now: t0).isEmpty)  // waits for room
+        let isDrained: ([Machine.Action]) -> Bool = { $0.contains { if case .drained = $0 { true } else { false } } }
+        #expect(!isDrained(machine.beginShutdown(cancelPending: false)))
+        #expect(!isDrained(machine.cancel(1, now: t0)))
+        #expect(isDrained(machine.cancel(2, now: t0)))
+    }
+}

@@ -14,12 +14,8 @@ extension PoolStateMachine {
         }
         if let maxQueued, queued.count >= maxQueued {
             // The limit is on jobs that wait: one that a free worker takes at once does not.
-            // (Tried through the queue; taken back out if no free worker took it.)
-            enqueue(request)
             var actions: [Action] = []
-            dispatch(now: now, scalingUp: false, &actions)
-            guard queued.removeValue(forKey: request.id) != nil else { return actions }
-            keyWentStale(request.requirement)
+            if placeWithoutQueueing(request, now: now, &actions) { return actions }
             guard request.waitsForRoom else {
                 return actions + [.resume(request.waiter, .failure(CrewError(
                     .queueFull, "the queue holds its maximum of \(maxQueued) jobs", jobName: request.name)))]
@@ -103,9 +99,16 @@ extension PoolStateMachine {
     /// freed up, which adds no demand. (Jobs it admits from the overflow are new demand, and
     /// may still start workers.)
     mutating func dispatch(now: MonotonicTime, scalingUp: Bool = true, _ actions: inout [Action]) {
+        matchQueued(now: now, &actions)
+        admitOverflow(now: now, &actions)
+        if scalingUp { scaleUp(now: now, &actions) }
+    }
+
+    /// Hands queued jobs to free slots: slots where a job starts at once first, held (prefetch)
+    /// slots only when none is left.
+    private mutating func matchQueued(now: MonotonicTime, _ actions: inout [Action]) {
         // Stop as soon as the queue is empty: with many free slots (large prefetch), scanning
         // them all on every submit and every answer made each job cost O(slots).
-        // Slots where a job starts at once first; held (prefetch) slots only when none is left.
         var unmatched: [Int] = []
         var unmatchedHeld: [Int] = []
         while !queued.isEmpty {
@@ -127,8 +130,16 @@ extension PoolStateMachine {
         }
         if !unmatched.isEmpty { freeSlots.append(contentsOf: unmatched.reversed()) }
         if !unmatchedHeld.isEmpty { heldSlots.append(contentsOf: unmatchedHeld.reversed()) }
-        admitOverflow(now: now, &actions)
-        if scalingUp { scaleUp(now: now, &actions) }
+    }
+
+    /// Tries a job that would have to wait in a full queue on the free slots: true if a worker
+    /// took it; otherwise it is out of the queue again (its heap key goes stale).
+    private mutating func placeWithoutQueueing(_ request: Request, now: MonotonicTime, _ actions: inout [Action]) -> Bool {
+        enqueue(request)
+        matchQueued(now: now, &actions)
+        guard queued.removeValue(forKey: request.id) != nil else { return true }
+        keyWentStale(request.requirement)
+        return false
     }
 
     private mutating func assign(_ request: Request, to workerID: Int, group: Int, now: MonotonicTime, _ actions: inout [Action]) {
@@ -201,11 +212,23 @@ extension PoolStateMachine {
     }
 
     private mutating func admitOverflow(now: MonotonicTime, _ actions: inout [Action]) {
-        guard !overflow.isEmpty, let maxQueued, queued.count < maxQueued else { return }
+        guard !overflow.isEmpty, let maxQueued else { return }
+        var admitted = false
         while !overflow.isEmpty && queued.count < maxQueued {
             enqueue(overflow.removeFirst())
+            admitted = true
         }
-        dispatch(now: now, &actions)
+        if admitted { matchQueued(now: now, &actions) }
+        // Callers still waiting for room whose job a free worker takes at once (the limit is on
+        // jobs that wait; with maxQueued 0, this is the only way in).
+        var index = 0
+        while index < overflow.count && !(freeSlots.isEmpty && heldSlots.isEmpty) {
+            if placeWithoutQueueing(overflow[index], now: now, &actions) {
+                overflow.remove(at: index)
+            } else {
+                index += 1
+            }
+        }
     }
 
     /// Starts workers, within each group's maximum, for queued jobs no free worker can take.
@@ -386,14 +409,18 @@ extension PoolStateMachine {
             keyWentStale(request.requirement)
             var actions: [Action] = [.resume(request.waiter, .failure(CrewError(
                 .cancelled, "the job was cancelled before it started", jobName: request.name)))]
-            admitOverflow(now: now, &actions)
+            // Room in the queue: a caller waiting for it gets in (and may start a worker).
+            dispatch(now: now, &actions)
             checkDrained(&actions)
             return actions
         }
         if let index = overflow.firstIndex(where: { $0.id == jobID }) {
             let request = overflow.remove(at: index)
-            return [.resume(request.waiter, .failure(CrewError(
+            var actions: [Action] = [.resume(request.waiter, .failure(CrewError(
                 .cancelled, "the job was cancelled while it waited for room in the queue", jobName: request.name)))]
+            // It may have been the last thing a drain waited for.
+            checkDrained(&actions)
+            return actions
         }
         guard var job = running[jobID], let waiter = job.waiter else { return [] }
         job.waiter = nil
