@@ -21,6 +21,8 @@ extension PoolStateMachine {
                     .queueFull, "the queue holds its maximum of \(maxQueued) jobs", jobName: request.name)))]
             }
             overflow.append(request)
+            // A caller waiting for room is demand too: a worker may start for it.
+            scaleUp(now: now, &actions)
             return actions
         }
         enqueue(request)
@@ -233,27 +235,44 @@ extension PoolStateMachine {
 
     /// Starts workers, within each group's maximum, for queued jobs no free worker can take.
     private mutating func scaleUp(now: MonotonicTime, _ actions: inout [Action]) {
-        guard lifecycle == .running || lifecycle == .draining, hasQueueKeys else { return }
+        guard lifecycle == .running || lifecycle == .draining, hasQueueKeys || !overflow.isEmpty else { return }
         // The common case under load: every group is at its maximum, so nothing can start.
         guard groups.indices.contains(where: { startFailures[$0] == nil && activeCount(inGroup: $0) < groups[$0].maximum }) else {
             return
         }
-        // Jobs still queued: a heap's count includes the stale keys of cancelled jobs, which
-        // would start workers for nothing.
-        let waitingByRequirement = ([(Requirement.any, anyQueue.count)] + keyedQueues.map { ($0.key, $0.value.count) })
-            .map { ($0.0, $0.1 - staleKeys[$0.0, default: 0]) }
-        for (requirement, queued) in waitingByRequirement where queued > 0 {
+        // Jobs still queued (a heap's count includes the stale keys of cancelled jobs, which
+        // would start workers for nothing), and callers waiting for room: demand too.
+        var waitingByRequirement: [Requirement: Int] = [.any: anyQueue.count - staleKeys[.any, default: 0]]
+        for (requirement, heap) in keyedQueues { waitingByRequirement[requirement, default: 0] += heap.count - staleKeys[requirement, default: 0] }
+        for request in overflow { waitingByRequirement[request.requirement, default: 0] += 1 }
+        // Each starting worker's slots count once: for tagged jobs first (fewer workers can take
+        // them), then for jobs any worker can take.
+        var spare: [Int: Int] = [:]
+        for worker in workers.values where worker.phase.isStartingUp { spare[worker.id] = groups[worker.group].slotsPerWorker }
+        let order = waitingByRequirement.keys.sorted { lhs, rhs in
+            if case .any = lhs { return false }
+            if case .any = rhs { return true }
+            return String(describing: lhs) < String(describing: rhs)
+        }
+        for requirement in order {
             if case .worker = requirement { continue }
-            var waiting = queued
-            for worker in workers.values where worker.phase.isStartingUp && canServe(group: worker.group, requirement) {
-                waiting -= groups[worker.group].slotsPerWorker
+            var waiting = waitingByRequirement[requirement] ?? 0
+            guard waiting > 0 else { continue }
+            for (workerID, slots) in spare where slots > 0 && waiting > 0 {
+                guard let worker = workers[workerID], canServe(group: worker.group, requirement) else { continue }
+                let taken = min(slots, waiting)
+                spare[workerID] = slots - taken
+                waiting -= taken
             }
             var index = 0
             while waiting > 0 && index < groups.count {
                 if startFailures[index] == nil && canServe(group: index, requirement)
                     && activeCount(inGroup: index) < groups[index].maximum {
+                    let id = nextWorkerID
                     spawn(group: index, now: now, &actions)
-                    waiting -= groups[index].slotsPerWorker
+                    let taken = min(groups[index].slotsPerWorker, waiting)
+                    spare[id] = groups[index].slotsPerWorker - taken
+                    waiting -= taken
                 } else {
                     index += 1
                 }
