@@ -289,3 +289,21 @@ import Testing
         #expect(replay.contains { if case .dispatch(2, _, "Update", _, _, _) = $0 { true } else { false } })
     }
 }
+
+extension PoolPolicyMachineTests {
+    /// An idle worker at its group's minimum, whose idle check comes first, is still handed over
+    /// at its maximum age: the idle check schedules the age check it stood in for.
+    @Test func anIdleWorkerAtTheMinimumIsHandedOverAtItsMaximumAge() {
+        var machine = Machine(groups: [.init(kind: .process, minimum: 1, maximum: 1, idleTimeout: .seconds(1), maxAge: .seconds(10))])
+        _ = machine.start(now: at(0))
+        _ = machine.workerReady(1, now: at(0))
+        _ = machine.submit(.init(id: 1, name: "Job", payload: [1], priority: .normal, timeout: nil, waiter: 1), now: at(0))
+        let ended = machine.jobEnded(1, on: 1, .success(.encoded([])), now: at(0)) ?? []
+        #expect(idleChecks(ended) == [1])  // at t0 + 1 s, the earlier of the two
+        let atIdle = machine.idleCheck(1, now: at(1_000))
+        #expect(spawnedWorkers(atIdle).isEmpty)  // at the minimum: it stays
+        #expect(idleChecks(atIdle) == [1])  // and is looked at again at its maximum age
+        let atAge = machine.idleCheck(1, now: at(10_000))
+        #expect(spawnedWorkers(atAge) == [2])  // its successor starts
+    }
+}

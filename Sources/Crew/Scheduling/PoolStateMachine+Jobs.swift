@@ -374,6 +374,12 @@ extension PoolStateMachine {
         }
         if let timeout = group.idleTimeout, idleSince + timeout <= now, aboveMinimum {
             stop(workerID, .idle, release: true, now: now, &actions)
+            return actions
+        }
+        // Still here and idle: one check was scheduled, the earlier of the two; the later one is
+        // still to come (an idle worker at the group's minimum is handed over at its maximum age).
+        if let maxAge = group.maxAge, now < worker.startedAt + maxAge {
+            actions.append(.checkIdle(workerID: workerID, at: worker.startedAt + maxAge))
         }
         return actions
     }
