@@ -26,11 +26,9 @@ final class PoolCore: Sendable {
         var drainWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
         var exitWaiters: [CheckedContinuation<Void, Never>] = []
         var nextWaiterID: UInt64 = 0
-        /// The timeout timers of running jobs, cancelled when the jobs end.
-        var timeouts: [UInt64: Supervisor.TimerID] = [:]
-        /// The grace timers of jobs asked to cancel, cancelled when the jobs end (a long grace
-        /// period under steady cancellation would otherwise pile timers up).
-        var graceTimers: [UInt64: Supervisor.TimerID] = [:]
+        /// The timers of running jobs (timeout, cancellation grace), cancelled when the jobs end:
+        /// jobs with long timeouts or grace periods hold nothing once they finish.
+        var jobTimers: [UInt64: JobTimers] = [:]
         /// Each worker's pending idle check: a new one replaces it, so a worker that goes idle
         /// thousands of times a second holds one timer, not thousands.
         var idleChecks: [Int: (timer: Supervisor.TimerID, at: MonotonicTime)] = [:]
@@ -242,34 +240,42 @@ final class PoolCore: Sendable {
         for batch in batches { handles[batch.workerID]?.dispatch(batch.jobs) }
     }
 
+    /// A running job's timers, one of each kind.
+    struct JobTimers {
+        var timeout: Supervisor.TimerID?
+        var grace: Supervisor.TimerID?
+        var all: [Supervisor.TimerID] { [timeout, grace].compactMap { $0 } }
+    }
+
     /// Kills the job's worker if the job has not stopped when the grace period ends.
     private func armCancellationGrace(_ jobID: UInt64) {
-        let timer = Supervisor.shared.schedule(at: .now() + configuration.cancellationGracePeriod) { [weak self] in
-            guard let self else { return }
-            state.withLock { _ = $0.graceTimers.removeValue(forKey: jobID) }
-            update { $0.cancelGraceExpired(jobID: jobID, now: .now()) }
-        }
-        let ended = state.withLock { state -> Bool in
-            guard state.machine.running[jobID] != nil else { return true }
-            if let earlier = state.graceTimers.updateValue(timer, forKey: jobID) { Supervisor.shared.cancel(earlier) }
-            return false
-        }
-        if ended { Supervisor.shared.cancel(timer) }
+        armJobTimer(jobID, after: configuration.cancellationGracePeriod, \.grace) { $0.cancelGraceExpired(jobID: jobID, now: $1) }
     }
 
     private func armTimeout(_ jobID: UInt64, _ timeout: Duration) {
-        let timer = Supervisor.shared.schedule(at: .now() + timeout) { [weak self] in
+        armJobTimer(jobID, after: timeout, \.timeout) { $0.timeoutExpired(jobID: jobID, after: timeout, now: $1) }
+    }
+
+    /// Schedules `fire` for a running job, kept in `slot` of its timers (replacing an earlier
+    /// one) so that the job's end cancels it.
+    private func armJobTimer(
+        _ jobID: UInt64, after delay: Duration, _ slot: any WritableKeyPath<JobTimers, Supervisor.TimerID?> & Sendable,
+        fire: @escaping @Sendable (inout Machine, MonotonicTime) -> [Machine.Action]
+    ) {
+        let timer = Supervisor.shared.schedule(at: .now() + delay) { [weak self] in
             guard let self else { return }
-            state.withLock { _ = $0.timeouts.removeValue(forKey: jobID) }
-            update { $0.timeoutExpired(jobID: jobID, after: timeout, now: .now()) }
+            state.withLock { _ = $0.jobTimers[jobID]?[keyPath: slot] = nil }
+            update { fire(&$0, .now()) }
         }
-        let ended = state.withLock { state -> Bool in
+        let (ended, earlier) = state.withLock { state -> (Bool, Supervisor.TimerID?) in
             // The job may have ended already (a fast job, answered before we got here).
-            guard state.machine.running[jobID] != nil else { return true }
-            state.timeouts[jobID] = timer
-            return false
+            guard state.machine.running[jobID] != nil else { return (true, nil) }
+            let earlier = state.jobTimers[jobID, default: JobTimers()][keyPath: slot]
+            state.jobTimers[jobID, default: JobTimers()][keyPath: slot] = timer
+            return (false, earlier)
         }
         if ended { Supervisor.shared.cancel(timer) }
+        if let earlier { Supervisor.shared.cancel(earlier) }
     }
 
     private func release(_ handle: any WorkerHandle) {
@@ -386,8 +392,7 @@ final class PoolCore: Sendable {
         _ jobID: UInt64, on workerID: Int, _ result: Result<JobOutput, CrewError>, _ state: inout State,
         now: MonotonicTime, timers: inout [Supervisor.TimerID]
     ) -> [Machine.Action]? {
-        if !state.timeouts.isEmpty, let timer = state.timeouts.removeValue(forKey: jobID) { timers.append(timer) }
-        if !state.graceTimers.isEmpty, let timer = state.graceTimers.removeValue(forKey: jobID) { timers.append(timer) }
+        if !state.jobTimers.isEmpty, let jobTimers = state.jobTimers.removeValue(forKey: jobID) { timers += jobTimers.all }
         return state.machine.jobEnded(jobID, on: workerID, result, now: now)
     }
 
@@ -400,8 +405,7 @@ final class PoolCore: Sendable {
             }
             // The jobs it held end here, without an answer: their timeouts go with them.
             for jobID in state.machine.workers[workerID]?.inFlight ?? [] {
-                if let timer = state.timeouts.removeValue(forKey: jobID) { timers.append(timer) }
-                if let timer = state.graceTimers.removeValue(forKey: jobID) { timers.append(timer) }
+                if let jobTimers = state.jobTimers.removeValue(forKey: jobID) { timers += jobTimers.all }
             }
             if let timer = state.idleChecks.removeValue(forKey: workerID)?.timer { timers.append(timer) }
             let actions = state.machine.workerExited(workerID, termination: termination, stderrTail: stderrTail, now: .now())

@@ -249,12 +249,7 @@ extension PoolStateMachine {
         // them), then for jobs any worker can take.
         var spare: [Int: Int] = [:]
         for worker in workers.values where worker.phase.isStartingUp { spare[worker.id] = groups[worker.group].slotsPerWorker }
-        let order = waitingByRequirement.keys.sorted { lhs, rhs in
-            if case .any = lhs { return false }
-            if case .any = rhs { return true }
-            return String(describing: lhs) < String(describing: rhs)
-        }
-        for requirement in order {
+        for requirement in waitingByRequirement.keys.filter({ $0 != .any }) + [.any] {
             if case .worker = requirement { continue }
             var waiting = waitingByRequirement[requirement] ?? 0
             guard waiting > 0 else { continue }
