@@ -236,10 +236,9 @@ extension PoolStateMachine {
     /// Starts workers, within each group's maximum, for queued jobs no free worker can take.
     private mutating func scaleUp(now: MonotonicTime, _ actions: inout [Action]) {
         guard lifecycle == .running || lifecycle == .draining, hasQueueKeys || !overflow.isEmpty else { return }
-        // The common case under load: every group is at its maximum, so nothing can start.
-        guard groups.indices.contains(where: { startFailures[$0] == nil && activeCount(inGroup: $0) < groups[$0].maximum }) else {
-            return
-        }
+        // The common case under load: every group is at its maximum, so nothing can start. (A
+        // method, not a closure: a closure here captured a copy of the whole machine per submit.)
+        guard anyGroupBelowMaximum() else { return }
         // Jobs still queued (a heap's count includes the stale keys of cancelled jobs, which
         // would start workers for nothing), and callers waiting for room: demand too.
         var waitingByRequirement: [Requirement: Int] = [.any: anyQueue.count - staleKeys[.any, default: 0]]

@@ -224,7 +224,21 @@ struct PoolStateMachine<Waiter, Payload> {
     var overflowCount: Int { overflow.count }
 
     func activeCount(inGroup group: Int) -> Int {
-        workers.values.count { $0.group == group && $0.isActive }
+        var count = 0
+        // Fields read in place: iterating `workers.values` copied each worker (retaining its
+        // job list and its phase's strings), and this runs on the hot path.
+        for index in workers.indices where workers.values[index].group == group && workers.values[index].isActive {
+            count += 1
+        }
+        return count
+    }
+
+    /// Whether some group may start another worker: below its maximum, and not given up.
+    func anyGroupBelowMaximum() -> Bool {
+        for index in groups.indices where startFailures[index] == nil && activeCount(inGroup: index) < groups[index].maximum {
+            return true
+        }
+        return false
     }
 
     /// Changes a worker in place, with one look-up; nil if there is no such worker. (Reading
