@@ -145,6 +145,27 @@ import Testing
         #expect(resumed(machine.cancel(5, now: at(2))) == [5: "cancelled"])
     }
 
+    /// The limit is on jobs that wait: with the queue full of jobs only a busy group can take,
+    /// a job another group's free worker can take starts there at once, and leaves nothing
+    /// behind in the queues (no key of a job that never waited).
+    @Test func aFullQueueStillHandsAJobToAFreeWorkerThatCanTakeIt() {
+        var machine = Machine(
+            groups: [
+                Group(kind: .process, minimum: 1, maximum: 1, tags: ["gpu"]),
+                Group(kind: .process, minimum: 1, maximum: 1),
+            ],
+            maxQueued: 1)
+        _ = machine.start(now: at(0))
+        _ = machine.workerReady(1, now: at(0))
+        _ = machine.workerReady(2, now: at(0))
+        #expect(dispatched(machine.submit(request(1, .tag("gpu")), now: at(0))).map(\.worker) == [1])
+        #expect(dispatched(machine.submit(request(2, .tag("gpu")), now: at(0))).isEmpty)  // the queue is full now
+        #expect(dispatched(machine.submit(request(3, waits: false), now: at(0))).map(\.worker) == [2])
+        #expect(resumed(machine.submit(request(4, waits: false), now: at(0))) == [4: "queueFull"])
+        #expect(machine.queuedCount == 1)
+        #expect(machine.staleKeys.isEmpty)
+    }
+
     // MARK: Recycling
 
     @Test func aWorkerRetiresAfterItsMaximumOfJobsAndItsReplacementStartsDuringItsLastJob() {

@@ -134,14 +134,35 @@ extension PoolStateMachine {
         if !unmatchedHeld.isEmpty { heldSlots.append(contentsOf: unmatchedHeld.reversed()) }
     }
 
-    /// Tries a job that would have to wait in a full queue on the free slots: true if a worker
-    /// took it; otherwise it is out of the queue again (its heap key goes stale).
+    /// Hands a job that would have to wait in a full queue straight to a free slot that can take
+    /// it, one where it starts at once first; false if there is none. No queued job is overtaken:
+    /// a queued job that could use the slot would have been matched with it already.
     private mutating func placeWithoutQueueing(_ request: Request, now: MonotonicTime, _ actions: inout [Action]) -> Bool {
-        enqueue(request)
-        matchQueued(now: now, &actions)
-        guard queued.removeValue(forKey: request.id) != nil else { return true }
-        keyWentStale(request.requirement)
-        return false
+        let workerID: Int
+        if let index = lastSlot(in: freeSlots, taking: request.requirement) {
+            workerID = freeSlots.remove(at: index)
+        } else if let index = lastSlot(in: heldSlots, taking: request.requirement) {
+            workerID = heldSlots.remove(at: index)
+        } else {
+            return false
+        }
+        assign(request, to: workerID, group: workers[workerID]!.group, now: now, &actions)
+        return true
+    }
+
+    /// The index of the last of `slots` whose worker may take a job with this requirement now.
+    private func lastSlot(in slots: [Int], taking requirement: Requirement) -> Int? {
+        slots.lastIndex { group(takingJobsFor: requirement, workerID: $0) != nil }
+    }
+
+    /// The worker's group, if the worker takes jobs now and may take one with this requirement.
+    private func group(takingJobsFor requirement: Requirement, workerID: Int) -> Int? {
+        guard let worker = workers[workerID], worker.acceptsJobs else { return nil }
+        switch requirement {
+        case .any: return worker.group
+        case .tag(let tag): return groups[worker.group].tags.contains(tag) ? worker.group : nil
+        case .worker(let id): return id == workerID ? worker.group : nil
+        }
     }
 
     private mutating func assign(_ request: Request, to workerID: Int, group: Int, now: MonotonicTime, _ actions: inout [Action]) {
