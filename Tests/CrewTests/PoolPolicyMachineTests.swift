@@ -327,4 +327,14 @@ extension PoolPolicyMachineTests {
         let atAge = machine.idleCheck(1, now: at(10_000))
         #expect(spawnedWorkers(atAge) == [2])  // its successor starts
     }
+
+    /// A worker that never gets a job is looked at when it reaches its maximum age, too: the
+    /// check is scheduled when it becomes ready, not only when a job of its ends.
+    @Test func aWorkerThatNeverRanAJobIsHandedOverAtItsMaximumAge() {
+        var machine = Machine(groups: [.init(kind: .process, minimum: 1, maximum: 1, maxAge: .seconds(10))])
+        _ = machine.start(now: at(0))
+        let ready = machine.workerReady(1, now: at(5))
+        #expect(ready.contains { if case .checkIdle(1, let when) = $0 { when == at(10_000) } else { false } })
+        #expect(spawnedWorkers(machine.idleCheck(1, now: at(10_000))) == [2])
+    }
 }

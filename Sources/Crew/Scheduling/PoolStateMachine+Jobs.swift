@@ -349,15 +349,12 @@ extension PoolStateMachine {
             addFreeSlot(workerID, runsAtOnce: runsAtOnce)
             dispatch(now: now, scalingUp: false, &actions)
             // Idle now: note it, and check back when it may go.
-            guard let (group, startedAt) = updateWorker(workerID, { worker -> (Int, MonotonicTime)? in
-                guard worker.inFlight.isEmpty && worker.acceptsJobs else { return nil }
+            let idle = updateWorker(workerID) { worker in
+                guard worker.inFlight.isEmpty && worker.acceptsJobs else { return false }
                 worker.idleSince = now
-                return (worker.group, worker.startedAt)
-            }) ?? nil else { return }
-            var checks: [MonotonicTime] = []
-            if let idle = groups[group].idleTimeout, activeCount(inGroup: group) > groups[group].minimum { checks.append(now + idle) }
-            if let maxAge = groups[group].maxAge { checks.append(startedAt + maxAge) }
-            if let at = checks.min() { actions.append(.checkIdle(workerID: workerID, at: at)) }
+                return true
+            }
+            if idle == true { scheduleIdleCheck(workerID, now: now, &actions) }
             return
         }
         switch workers[workerID]!.phase {
@@ -391,12 +388,29 @@ extension PoolStateMachine {
             stop(workerID, .idle, release: true, now: now, &actions)
             return actions
         }
-        // Still here and idle: one check was scheduled, the earlier of the two; the later one is
-        // still to come (an idle worker at the group's minimum is handed over at its maximum age).
-        if let maxAge = group.maxAge, now < worker.startedAt + maxAge {
-            actions.append(.checkIdle(workerID: workerID, at: worker.startedAt + maxAge))
-        }
+        // Still here and idle: what was due is dealt with, and the maximum age may be still to
+        // come (an idle worker at the group's minimum is handed over then).
+        scheduleIdleCheck(workerID, now: now, afterCheck: true, &actions)
         return actions
+    }
+
+    /// Schedules the next look at an idle worker: when its idle timeout ends (if its group is
+    /// above its minimum) or when it reaches its maximum age, whichever comes first; a time
+    /// already past, at once.
+    ///
+    /// With `afterCheck` (a check just ran), only a maximum age still ahead counts: the idle
+    /// timeout has its own check, scheduled when the worker last went idle.
+    mutating func scheduleIdleCheck(_ workerID: Int, now: MonotonicTime, afterCheck: Bool = false, _ actions: inout [Action]) {
+        guard let (group, startedAt, idleSince) = updateWorker(workerID, { worker -> (Int, MonotonicTime, MonotonicTime)? in
+            guard worker.acceptsJobs, worker.inFlight.isEmpty, let since = worker.idleSince else { return nil }
+            return (worker.group, worker.startedAt, since)
+        }) ?? nil else { return }
+        var times: [MonotonicTime] = []
+        if !afterCheck, let idle = groups[group].idleTimeout, activeCount(inGroup: group) > groups[group].minimum {
+            times.append(idleSince + idle)
+        }
+        if let maxAge = groups[group].maxAge, !afterCheck || now < startedAt + maxAge { times.append(startedAt + maxAge) }
+        if let at = times.min() { actions.append(.checkIdle(workerID: workerID, at: max(now, at))) }
     }
 
     /// Retires a worker: it takes no new jobs, a replacement starts now, and it is released

@@ -71,11 +71,7 @@ extension PoolStateMachine {
 
     private mutating func slotFreedAfterStart(_ workerID: Int, now: MonotonicTime, _ actions: inout [Action]) {
         dispatch(now: now, &actions)
-        guard let worker = workers[workerID], worker.acceptsJobs, worker.inFlight.isEmpty else { return }
-        let group = groups[worker.group]
-        if let idle = group.idleTimeout, activeCount(inGroup: worker.group) > group.minimum {
-            actions.append(.checkIdle(workerID: workerID, at: now + idle))
-        }
+        scheduleIdleCheck(workerID, now: now, &actions)
     }
 
     /// An init job ended on a worker that is starting up.
@@ -135,11 +131,8 @@ extension PoolStateMachine {
         }
         // Idle checks were only scheduled for workers above the minimum when they went idle; with
         // a lowered minimum, idle workers may be above it now. (A check finds out when it fires.)
-        if let idle = groups[index].idleTimeout, activeCount(inGroup: index) > minimum {
-            for worker in workers.values where worker.group == index && worker.acceptsJobs && worker.inFlight.isEmpty {
-                guard let since = worker.idleSince else { continue }
-                actions.append(.checkIdle(workerID: worker.id, at: max(now, since + idle)))
-            }
+        if groups[index].idleTimeout != nil, activeCount(inGroup: index) > minimum {
+            for id in workers.keys.sorted() where workers[id]!.group == index { scheduleIdleCheck(id, now: now, &actions) }
         }
         replenish(now: now, &actions)
         failUnservable(&actions)
