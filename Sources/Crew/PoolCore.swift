@@ -80,12 +80,11 @@ final class PoolCore: Sendable {
 
     func snapshot() -> PoolSnapshot {
         let now = MonotonicTime.now()
-        let (workers, handles, queue, free, overflow) = state.withLock { state in
-            (state.machine.workers, state.handles, state.machine.queueDepthByPriority, state.machine.freeSlotCount,
-             state.machine.overflowCount)
+        // One pass under the lock: a job seen running is on a worker seen, and counts agree.
+        let (workers, handles, running, groups, queue, free, overflow) = state.withLock { state in
+            (state.machine.workers, state.handles, state.machine.running, state.machine.groups,
+             state.machine.queueDepthByPriority, state.machine.freeSlotCount, state.machine.overflowCount)
         }
-        let running = state.withLock { $0.machine.running }
-        let groups = state.withLock { $0.machine.groups }
         let entries = workers.values.sorted { $0.id < $1.id }.map { worker in
             let pid = handles[worker.id]?.processID
             return PoolSnapshot.Worker(

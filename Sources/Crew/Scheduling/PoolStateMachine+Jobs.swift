@@ -481,7 +481,8 @@ extension PoolStateMachine {
         running[jobID] = job
         var actions: [Action] = [
             .resume(waiter, .failure(CrewError(
-                .cancelled, "the job was cancelled while it ran", jobName: job.name, workerID: job.workerID))),
+                .cancelled, "the job was cancelled after its worker had taken it (to run, or held to run next)",
+                jobName: job.name, workerID: job.workerID))),
             .requestCancel(workerID: job.workerID, jobID: jobID),
         ]
         checkDrained(&actions)
