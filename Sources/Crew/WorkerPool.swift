@@ -138,6 +138,9 @@ public final class WorkerPool: Sendable {
 
     /// Like ``run(_:priority:timeout:requiring:retry:)``, but fails at once with
     /// ``CrewError/Code/queueFull`` instead of waiting when the queue is full.
+    ///
+    /// Only the first attempt can be refused: once accepted, a job that the type's
+    /// ``Job/retryPolicy`` retries waits for room like any queued job.
     public func trySubmit<J: Job>(
         _ job: J, priority: JobPriority = .normal, timeout: Duration? = nil, requiring tag: String? = nil
     ) async throws -> J.Output {
@@ -199,9 +202,12 @@ public final class WorkerPool: Sendable {
         var attempt = 1
         while true {
             do {
+                // A retry is the same accepted job, not a new call: it waits for room in a full
+                // queue even under trySubmit (which would otherwise hide the crash or timeout
+                // being retried behind queueFull).
                 let output = try await core.submit(
                     name: J.jobName, payload: payload, priority: priority, timeout: timeout,
-                    requirement: requirement, waitsForRoom: waitsForRoom)
+                    requirement: requirement, waitsForRoom: waitsForRoom || attempt > 1)
                 return try Self.decode(output, as: J.self)
             } catch let failure as CrewError {
                 // A pool that shuts down retries nothing: the caller gets what happened, not

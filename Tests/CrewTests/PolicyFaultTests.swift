@@ -58,6 +58,21 @@ extension ProcessTests {
             }
         }
 
+        /// `trySubmit` refuses a job only when it would wait in a full queue. Once a worker took
+        /// it, a retry (the type's policy) is the same job: with `maxQueued` 0 and the only
+        /// worker restarting after the crash, the retry used to fail with `queueFull`, hiding
+        /// the crash it was retrying; it waits for the replacement now.
+        @Test func aRetryOfAnAcceptedTrySubmitWaitsForRoom() async throws {
+            let marker = temporaryPath("crash-once-try")
+            defer { unlink(marker) }
+            try await withPool(.processes(1), { $0.maxQueued = 0 }) { pool in
+                #expect(await eventually { pool.snapshot().freeSlots == 1 })
+                let value = try await pool.trySubmit(RetriedCrashOnce(marker: marker, value: 7))
+                #expect(value == 7)
+                #expect(access(marker, F_OK) == 0)  // the first attempt ran, and crashed its worker
+            }
+        }
+
         /// ``Job/jobName`` is "the job type's stable name on the wire", by default the fully
         /// qualified type name, and parent and workers must agree on it for the handshake. For a
         /// `fileprivate` (or `private`, or function-local) job type the default is
