@@ -44,16 +44,33 @@ public struct RetryPolicy: Sendable, Hashable {
     /// Exponential backoff from 50 ms, doubling, at most 5 s, half of it random.
     public static func exponential(maxAttempts: Int) -> RetryPolicy { RetryPolicy(maxAttempts: maxAttempts) }
 
+    /// The longest wait ``backoff(beforeAttempt:random:)`` returns: `Task.sleep` traps on a
+    /// deadline its clock cannot represent (about `Int64.max` seconds from now), and a longer
+    /// wait is forever all the same.
+    private static let longestWait = Duration.seconds(Int64.max / 2)
+
     /// The wait before attempt `attempt` (2 for the first retry), with `random` in 0...1.
     func backoff(beforeAttempt attempt: Int, random: Double) -> Duration {
-        var wait = initialBackoff
+        let cap = min(maxBackoff, Self.longestWait)
+        var wait = min(initialBackoff, cap)
         if attempt > 2 {
             for _ in 2..<attempt {
+                if wait >= cap { break }
+                // Checked in Double first: `Duration * Double` traps on a product outside its
+                // range (a large multiplier, or a maxBackoff that means "no cap"), and a product
+                // past the cap is the cap anyway.
+                guard Self.seconds(wait) * multiplier < Self.seconds(cap) else {
+                    wait = cap
+                    break
+                }
                 wait = wait * multiplier
-                if wait >= maxBackoff { break }
             }
         }
-        wait = min(wait, maxBackoff)
+        wait = min(wait, cap)
         return wait * (1 - jitter) + wait * (jitter * random)
+    }
+
+    private static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
     }
 }

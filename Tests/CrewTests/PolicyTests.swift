@@ -296,6 +296,39 @@ extension ProcessTests {
             #expect(error?.jobName == CrashOnce.jobName)
         }
 
+        /// A wait whose growth passes what a `Duration` holds is the cap, and a cap of "no cap"
+        /// (`.seconds(Int64.max)`) is a wait `Task.sleep` can take: `Duration * Double` used to
+        /// trap on the product (a large multiplier), in the caller's process.
+        @Test func backoffSaturatesInsteadOfOverflowing() {
+            let steep = RetryPolicy(maxAttempts: 5, initialBackoff: .seconds(1), multiplier: 1e30, maxBackoff: .seconds(60), jitter: 0)
+            #expect(steep.backoff(beforeAttempt: 3, random: 0.5) == .seconds(60))
+            let uncapped = RetryPolicy(maxAttempts: 40, initialBackoff: .seconds(1), multiplier: 1000, maxBackoff: .seconds(Int64.max), jitter: 0)
+            #expect(uncapped.backoff(beforeAttempt: 3, random: 0.5) == .seconds(1000))
+            let longest = uncapped.backoff(beforeAttempt: 40, random: 0.5)
+            #expect(longest > .seconds(1_000_000_000_000) && longest < .seconds(Int64.max / 2) + .seconds(1_000_000))
+        }
+
+        /// A retry whose backoff is "forever" (`.seconds(Int64.max)`) waits, cancellably:
+        /// `Task.sleep` trapped on a deadline past what its clock holds, killing the caller's process.
+        @Test func aBackoffOfForeverWaitsUntilCancelled() async throws {
+            let marker = temporaryPath("crash-once-forever")
+            defer { unlink(marker) }
+            try await withPool(.processes(1)) { pool in
+                let forever = Duration.seconds(Int64.max)
+                let call = Task {
+                    try await pool.run(
+                        CrashOnce(marker: marker),
+                        retry: RetryPolicy(maxAttempts: 3, initialBackoff: forever, maxBackoff: forever, jitter: 0))
+                }
+                #expect(await eventually(within: .seconds(20)) {
+                    access(marker, F_OK) == 0 && pool.snapshot().workers.allSatisfy { $0.currentJobs.isEmpty } && pool.queuedJobCount == 0
+                })
+                call.cancel()
+                let error = await expectCrewError(.cancelled) { try await call.value }
+                #expect((error?.underlying as? CrewError)?.code == .workerCrashed)
+            }
+        }
+
         @Test func backoffGrowsAndStaysWithinItsBounds() {
             let policy = RetryPolicy(maxAttempts: 10, initialBackoff: .milliseconds(100), multiplier: 2, maxBackoff: .seconds(1), jitter: 0)
             #expect(policy.backoff(beforeAttempt: 2, random: 0.5) == .milliseconds(100))
