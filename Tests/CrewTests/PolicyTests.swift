@@ -169,6 +169,18 @@ extension ProcessTests {
             }
         }
 
+        /// `startFailureLimit = 0` (give up at the first worker that dies starting) still lets a
+        /// worker retire at its maximum age: the hand-over required fewer consecutive start
+        /// failures than the limit, which 0 failures never are, so the worker served on forever.
+        @Test func aWorkerRetiresAtItsMaximumAgeWithAStartFailureLimitOfZero() async throws {
+            try await withPool(Workers.processes(1).maxAge(.milliseconds(300)), { $0.startFailureLimit = 0 }) { pool in
+                let first = try await pool.run(Sleep(milliseconds: 0))
+                #expect(await eventually { !pool.workerProcessIDs.contains(first) && pool.workerProcessIDs.count == 1 })
+                let second = try await pool.run(Sleep(milliseconds: 0))
+                #expect(second != first)
+            }
+        }
+
         @Test func aSetupJobThatCrashesStopsTheRespawnLoop() async throws {
             let error = await expectCrewError(.workerStartFailed) {
                 try await withPool(.processes(2), setup: Crash(.sigkill)) { pool in

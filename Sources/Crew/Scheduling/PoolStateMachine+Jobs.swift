@@ -439,7 +439,8 @@ extension PoolStateMachine {
     /// already starting, or if the group's workers keep failing to start (it serves on then).
     mutating func handOver(_ workerID: Int, because reason: String, now: MonotonicTime, _ actions: inout [Action]) {
         guard let worker = workers[workerID], worker.acceptsJobs, worker.successor == nil,
-              startFailures[worker.group] == nil, consecutiveStartFailures[worker.group] < startFailureLimit,
+              // A limit of 0 gives up at the first failure, like 1: with none yet, hand over.
+              startFailures[worker.group] == nil, consecutiveStartFailures[worker.group] < max(1, startFailureLimit),
               lifecycle == .running || lifecycle == .draining
         else { return }
         let successor = nextWorkerID
