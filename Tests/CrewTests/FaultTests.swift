@@ -80,6 +80,19 @@ extension ProcessTests {
             }
         }
 
+        /// A timeout already spent (a budget computed as `deadline - now`, a hair negative) times
+        /// the job out, like a zero one: a negative sub-second Duration has seconds 0 and negative
+        /// attoseconds, which the conversion to nanoseconds turned into a UInt64 and trapped on,
+        /// in the caller's process. The same held for every duration of the configuration.
+        @Test func aTimeoutAlreadySpentTimesTheJobOut() async throws {
+            try await withTestPool(1) { pool in
+                await expectCrewError(.timedOut) { try await pool.run(Spin(), timeout: .milliseconds(-1)) }
+                await expectCrewError(.timedOut) { try await pool.run(Spin(), timeout: .nanoseconds(-1)) }
+                let pid = try await pool.run(Sleep(milliseconds: 0))
+                #expect(pid > 0)
+            }
+        }
+
         @Test func aJobTypeOutsideThePoolsCatalogFailsAtOnce() async throws {
             try await withTestPool(1) { pool in
                 await expectCrewError(.unknownJobType) { try await pool.run(NotInWorkerCatalog()) }

@@ -36,7 +36,9 @@ extension Duration {
     /// The duration in nanoseconds, clamped to 0...UInt64.max/2.
     var clampedNanoseconds: UInt64 {
         let (seconds, attoseconds) = components
-        if seconds < 0 { return 0 }
+        // Both components carry the sign: -0.5 s is (0, -5e17), and its attoseconds must not
+        // reach the UInt64 conversion below.
+        if seconds < 0 || attoseconds < 0 { return 0 }
         if seconds > 4_000_000_000 { return UInt64.max / 2 }
         return UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
     }
