@@ -129,17 +129,8 @@ final class WorkerServer: Sendable {
         /// Slots in use (a slot passes straight from a finished job to a held one).
         var active = 0
         var draining = false
-        /// Cancels for jobs this worker has not been sent (yet): the pool's threads can send a
-        /// job's cancel before its run frame. The oldest are forgotten beyond a few hundred
-        /// (most are for jobs that ended while the cancel was on its way).
-        var earlyCancels: Set<UInt64> = []
-        var earlyCancelOrder: Deque<UInt64> = []
-
-        mutating func rememberEarlyCancel(_ jobID: UInt64) {
-            guard earlyCancels.insert(jobID).inserted else { return }
-            earlyCancelOrder.append(jobID)
-            if earlyCancelOrder.count > 512 { earlyCancels.remove(earlyCancelOrder.removeFirst()) }
-        }
+        /// Cancels for jobs this worker has not been sent (yet).
+        var earlyCancels = EarlyCancels()
 
         var isIdle: Bool { active == 0 && pending.isEmpty }
     }
@@ -191,7 +182,7 @@ final class WorkerServer: Sendable {
             }
             let job = Pending(jobID: jobID, name: name, arguments: arguments, entry: entry, announceStart: announceStart)
             let (runner, cancelledAlready) = jobs.withLock { state -> (Runner?, Bool) in
-                if state.earlyCancels.remove(jobID) != nil { return (nil, true) }
+                if state.earlyCancels.take(jobID) { return (nil, true) }
                 guard state.active < concurrency else {
                     state.pending.append(job)
                     return (nil, false)
@@ -213,7 +204,7 @@ final class WorkerServer: Sendable {
                     return (runner.task, false)
                 }
                 guard let index = state.pending.firstIndex(where: { $0.jobID == jobID }) else {
-                    state.rememberEarlyCancel(jobID)
+                    state.earlyCancels.remember(jobID)
                     return (nil, false)
                 }
                 state.pending.remove(at: index)

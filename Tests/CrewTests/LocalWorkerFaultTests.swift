@@ -1,6 +1,7 @@
 @testable import Crew
 import CrewTestJobs
 import Glibc
+import Logging
 import Synchronization
 import Testing
 
@@ -253,5 +254,44 @@ extension ProcessTests {
                 #expect(mostAtOnce(key) == 2, "\(notes(key))")
             }
         }
+    }
+}
+
+/// An in-process worker driven directly, without a pool, to order a cancel before its job.
+@Suite struct LocalWorkerEarlyCancelTests {
+    /// The pool sends dispatches after releasing its lock, so a caller's cancel can reach a
+    /// worker before the job does. A thread or inline worker dropped such a cancel: the job ran
+    /// uncancelled (until the grace period killed the worker with all its other jobs). It is
+    /// answered as cancelled now, and never runs.
+    @Test(arguments: [WorkerKind.thread, .inline])
+    func aCancelThatOvertakesItsJobKeepsTheJobFromRunning(kind: WorkerKind) async {
+        let ended = Mutex<[UInt64: CrewError.Code?]>([:])
+        let ran = Mutex<[UInt64]>([])
+        let worker = LocalWorker(
+            id: 1, kind: kind, logger: Logger(label: "crew.test"),
+            events: LocalWorkerEvents(
+                jobEnded: { jobID, result in
+                    ended.withLock { table in
+                        switch result {
+                        case .success: table[jobID] = .some(nil)
+                        case .failure(let error): table[jobID] = error.code
+                        }
+                    }
+                },
+                exited: {}))
+        func job(_ jobID: UInt64) -> DispatchedJob {
+            let payload = JobPayload(encoded: nil, local: { _ in
+                ran.withLock { $0.append(jobID) }
+                return Int(jobID)
+            })
+            return DispatchedJob(jobID: jobID, name: "Probe", payload: payload, announceStart: false)
+        }
+        worker.cancel(jobID: 1)  // before its dispatch
+        worker.dispatch([job(1), job(2)])
+        #expect(await eventually { ended.withLock { $0.count == 2 } })
+        #expect(ended.withLock { $0[1] } == .some(.cancelled))
+        #expect(ended.withLock { $0[2] } == .some(nil))
+        #expect(ran.withLock { $0 } == [2])
+        worker.release()
     }
 }

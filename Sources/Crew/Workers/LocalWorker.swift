@@ -18,6 +18,8 @@ final class LocalWorker: WorkerHandle {
 
     private struct State: ~Copyable {
         var tasks: [UInt64: Task<Void, Never>] = [:]
+        /// Cancels for jobs not dispatched yet (a cancel can overtake its job's dispatch).
+        var earlyCancels = EarlyCancels()
         var released = false
         var exited = false
     }
@@ -40,7 +42,9 @@ final class LocalWorker: WorkerHandle {
             return
         }
         let context = JobContext(workerID: id, jobID: jobID, processID: getpid(), workerLogger: logger)
-        state.withLock { state in
+        let cancelledAlready = state.withLock { state -> Bool in
+            // Its cancel came first: the job does not run at all.
+            if state.earlyCancels.take(jobID) { return true }
             state.tasks[jobID] = Task(executorPreference: executor) { [self] in
                 let result: Result<JobOutput, CrewError>
                 do {
@@ -55,6 +59,10 @@ final class LocalWorker: WorkerHandle {
                 }
                 finish(jobID, result)
             }
+            return false
+        }
+        if cancelledAlready {
+            finish(jobID, .failure(CrewError(.cancelled, "the job was cancelled before it started", jobName: name, workerID: id)))
         }
     }
 
@@ -72,7 +80,11 @@ final class LocalWorker: WorkerHandle {
     }
 
     func cancel(jobID: UInt64) {
-        state.withLock { $0.tasks[jobID] }?.cancel()
+        state.withLock { state -> Task<Void, Never>? in
+            if let task = state.tasks[jobID] { return task }
+            state.earlyCancels.remember(jobID)
+            return nil
+        }?.cancel()
     }
 
     func kill() {
