@@ -191,12 +191,18 @@ final class PoolCore: Sendable {
                 if let handle = handles[workerID] { release(handle) }
             case .checkIdle(let workerID, let at):
                 let timer = Supervisor.shared.schedule(at: at) { [weak self] in
-                    self?.update { $0.idleCheck(workerID, now: .now()) }
+                    guard let self else { return }
+                    state.withLock { state in
+                        if state.idleChecks[workerID]?.at == at { state.idleChecks[workerID] = nil }
+                    }
+                    update { $0.idleCheck(workerID, now: .now()) }
                 }
-                // Keep the later of two checks: an earlier one would find the worker busy since
-                // and not come back. (Two can race here for in-process workers.)
+                // One pending check per worker, the earlier of two. A check that finds the worker
+                // idle but not due schedules the next one itself, and one that finds it busy needs
+                // none (its next idle spell schedules one); keeping the later one instead could
+                // hide a nearer check behind a far one (an idle timeout behind a maximum age).
                 let dropped = state.withLock { state -> Supervisor.TimerID? in
-                    if let existing = state.idleChecks[workerID], existing.at > at { return timer }
+                    if let existing = state.idleChecks[workerID], existing.at <= at { return timer }
                     defer { state.idleChecks[workerID] = (timer, at) }
                     return state.idleChecks[workerID]?.timer
                 }

@@ -160,6 +160,28 @@ extension ProcessTests {
             }
         }
 
+        /// A worker waiting out its maximum age at the group's minimum still goes after its idle
+        /// timeout once the group has grown above the minimum: the far check of its age must not
+        /// hide the nearer idle check (the pool kept only the later of two checks per worker).
+        @Test func anIdleTimeoutIsNotHiddenByAPendingAgeCheck() async throws {
+            let first = temporaryPath("idle-first"), second = temporaryPath("idle-second")
+            defer { unlink(first); unlink(second) }
+            try await withPool(Workers.processes(1...2, idleTimeout: .milliseconds(200)).maxAge(.seconds(600))) { pool in
+                #expect(await eventually { pool.snapshot().workers.first?.state == .ready })
+                let firstJob = Task { try await pool.run(WaitForFile(path: first)) }
+                #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 1 })
+                let secondJob = Task { try await pool.run(WaitForFile(path: second)) }
+                #expect(await eventually { pool.snapshot().workers.filter { $0.currentJobs.count == 1 }.count == 2 })
+                close(open(first, O_CREAT | O_WRONLY, 0o600))
+                let firstPID = try await firstJob.value
+                // The first worker is idle, above the minimum (the second is busy): it goes.
+                let gone = await eventually(within: .seconds(20)) { !pool.workerProcessIDs.contains(firstPID) }
+                #expect(gone, "\(pool.snapshot().workers.map { ($0.id, $0.state, $0.currentJobs.count) })")
+                close(open(second, O_CREAT | O_WRONLY, 0o600))
+                _ = try await secondJob.value
+            }
+        }
+
         @Test func aWorkerRetiresAtItsMaximumAge() async throws {
             try await withPool(Workers.processes(1).maxAge(.milliseconds(300))) { pool in
                 let first = try await pool.run(Sleep(milliseconds: 0))

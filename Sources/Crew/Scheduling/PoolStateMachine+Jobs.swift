@@ -388,28 +388,26 @@ extension PoolStateMachine {
             stop(workerID, .idle, release: true, now: now, &actions)
             return actions
         }
-        // Still here and idle: what was due is dealt with, and the maximum age may be still to
-        // come (an idle worker at the group's minimum is handed over then).
+        // Still here and idle: what was due is dealt with; what is still ahead gets a check (the
+        // pool keeps one pending check per worker, the earliest, so this one may stand in for a
+        // later one: an idle timeout for a maximum age, or a new idle spell for an old one).
         scheduleIdleCheck(workerID, now: now, afterCheck: true, &actions)
         return actions
     }
 
     /// Schedules the next look at an idle worker: when its idle timeout ends (if its group is
     /// above its minimum) or when it reaches its maximum age, whichever comes first; a time
-    /// already past, at once.
-    ///
-    /// With `afterCheck` (a check just ran), only a maximum age still ahead counts: the idle
-    /// timeout has its own check, scheduled when the worker last went idle.
+    /// already past, at once. With `afterCheck` (a check just dealt with what was due), only
+    /// times still ahead count.
     mutating func scheduleIdleCheck(_ workerID: Int, now: MonotonicTime, afterCheck: Bool = false, _ actions: inout [Action]) {
         guard let (group, startedAt, idleSince) = updateWorker(workerID, { worker -> (Int, MonotonicTime, MonotonicTime)? in
             guard worker.acceptsJobs, worker.inFlight.isEmpty, let since = worker.idleSince else { return nil }
             return (worker.group, worker.startedAt, since)
         }) ?? nil else { return }
         var times: [MonotonicTime] = []
-        if !afterCheck, let idle = groups[group].idleTimeout, activeCount(inGroup: group) > groups[group].minimum {
-            times.append(idleSince + idle)
-        }
-        if let maxAge = groups[group].maxAge, !afterCheck || now < startedAt + maxAge { times.append(startedAt + maxAge) }
+        if let idle = groups[group].idleTimeout, activeCount(inGroup: group) > groups[group].minimum { times.append(idleSince + idle) }
+        if let maxAge = groups[group].maxAge { times.append(startedAt + maxAge) }
+        if afterCheck { times.removeAll { $0 <= now } }
         if let at = times.min() { actions.append(.checkIdle(workerID: workerID, at: max(now, at))) }
     }
 
