@@ -257,8 +257,9 @@ extension ProcessTests {
     }
 }
 
-/// An in-process worker driven directly, without a pool, to order a cancel before its job.
-@Suite struct LocalWorkerEarlyCancelTests {
+/// An in-process worker driven directly, without a pool, to order what the pool's threads can
+/// interleave: a cancel before its job, a dispatch after the kill.
+@Suite struct LocalWorkerOrderingTests {
     /// The pool sends dispatches after releasing its lock, so a caller's cancel can reach a
     /// worker before the job does. A thread or inline worker dropped such a cancel: the job ran
     /// uncancelled (until the grace period killed the worker with all its other jobs). It is
@@ -293,5 +294,26 @@ extension ProcessTests {
         #expect(ended.withLock { $0[2] } == .some(nil))
         #expect(ran.withLock { $0 } == [2])
         worker.release()
+    }
+
+    /// A dispatch the pool decided on before it killed the worker can arrive after the kill.
+    /// The job must not run then: the pool has failed it with the worker already (an inline
+    /// worker ran it anyway, detached; a thread worker queued it on a stopped thread, leaking it).
+    @Test(arguments: [WorkerKind.thread, .inline])
+    func aDispatchThatArrivesAfterTheKillRunsNothing(kind: WorkerKind) async throws {
+        let ran = Mutex<[UInt64]>([])
+        let exited = Mutex(false)
+        let worker = LocalWorker(
+            id: 1, kind: kind, logger: Logger(label: "crew.test"),
+            events: LocalWorkerEvents(jobEnded: { _, _ in }, exited: { exited.withLock { $0 = true } }))
+        worker.kill()
+        #expect(exited.withLock { $0 })
+        let payload = JobPayload(encoded: nil, local: { _ in
+            ran.withLock { $0.append(1) }
+            return 1
+        })
+        worker.dispatch([DispatchedJob(jobID: 1, name: "Probe", payload: payload, announceStart: false)])
+        try await Task.sleep(for: .milliseconds(100))  // room for a wrongly started job to run
+        #expect(ran.withLock { $0 }.isEmpty)
     }
 }

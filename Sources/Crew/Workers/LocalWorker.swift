@@ -43,6 +43,9 @@ final class LocalWorker: WorkerHandle {
         }
         let context = JobContext(workerID: id, jobID: jobID, processID: getpid(), workerLogger: logger)
         let cancelledAlready = state.withLock { state -> Bool in
+            // Killed before the dispatch arrived: the pool has failed the job with the worker
+            // already, and no task may outlive the worker (a thread worker's thread is gone).
+            if state.exited { return false }
             // Its cancel came first: the job does not run at all.
             if state.earlyCancels.take(jobID) { return true }
             state.tasks[jobID] = Task(executorPreference: executor) { [self] in
