@@ -212,8 +212,9 @@ public final class WorkerPool: Sendable {
             } catch let failure as CrewError {
                 // A pool that shuts down retries nothing: the caller gets what happened, not
                 // poolShutDown from an attempt that cannot start.
+                // trySubmit's refusal is its answer, whatever the policy lists.
                 guard let policy, attempt < policy.maxAttempts, policy.retryableCodes.contains(failure.code),
-                      !core.isShuttingDown else { throw failure }
+                      waitsForRoom || failure.code != .queueFull, !core.isShuttingDown else { throw failure }
                 attempt += 1
                 do {
                     try await Task.sleep(for: policy.backoff(beforeAttempt: attempt, random: Double.random(in: 0...1)))

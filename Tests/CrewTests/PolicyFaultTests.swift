@@ -11,6 +11,15 @@ private final class ReviewFlag: Sendable {
     var isSet: Bool { value.withLock { $0 } }
 }
 
+/// A job whose type's retry policy lists `queueFull` among the failures it retries.
+private struct RetriesQueueFull: Job {
+    static var isIdempotent: Bool { true }
+    static var retryPolicy: RetryPolicy? {
+        RetryPolicy(maxAttempts: 3, initialBackoff: .milliseconds(1), retryableCodes: [.workerCrashed, .queueFull])
+    }
+    func run(in context: JobContext) async throws -> Int { 1 }
+}
+
 extension ProcessTests {
     @Suite struct PolicyFaults {
         /// `prefetch` lets a worker hold "the next job while it finishes the current one"; it must
@@ -70,6 +79,27 @@ extension ProcessTests {
                 let value = try await pool.trySubmit(RetriedCrashOnce(marker: marker, value: 7))
                 #expect(value == 7)
                 #expect(access(marker, F_OK) == 0)  // the first attempt ran, and crashed its worker
+            }
+        }
+
+        /// `trySubmit` "fails at once with queueFull" when the queue is full, even for a job type
+        /// whose retry policy lists `queueFull`: retrying the refusal (and retries wait for room)
+        /// made it wait for the busy worker instead.
+        @Test func trySubmitRefusesAtOnceWhateverTheRetryPolicyLists() async throws {
+            let gate = temporaryPath("try-gate")
+            defer { unlink(gate) }
+            try await withPool(.threads(1), { $0.maxQueued = 0 }) { pool in
+                let busy = Task { try await pool.run(WaitForFile(path: gate)) }
+                #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 1 })
+                let refused = ReviewFlag()
+                let attempt = Task {
+                    defer { refused.set() }
+                    await expectCrewError(.queueFull) { try await pool.trySubmit(RetriesQueueFull()) }
+                }
+                #expect(await eventually(within: .seconds(10)) { refused.isSet })
+                close(open(gate, O_CREAT | O_WRONLY, 0o600))
+                _ = try await busy.value
+                await attempt.value
             }
         }
 
