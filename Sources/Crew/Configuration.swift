@@ -112,8 +112,11 @@ public struct Workers: Sendable, ExpressibleByArrayLiteral {
         return modifying { $0.maxJobsPerWorker = count }
     }
 
-    /// The same groups, each retiring a worker `age` after it started.
-    public func maxAge(_ age: Duration) -> Workers { modifying { $0.maxAge = age } }
+    /// The same groups, each retiring a worker `age` (more than zero) after it started.
+    public func maxAge(_ age: Duration) -> Workers {
+        precondition(age > .zero, "a maximum age of zero or less would replace every worker as soon as it is ready")
+        return modifying { $0.maxAge = age }
+    }
 
     /// The same groups, each retiring a process worker whose resident memory exceeds `bytes`.
     public func maxResidentBytes(_ bytes: Int) -> Workers { modifying { $0.maxResidentBytes = bytes } }

@@ -15,7 +15,7 @@ public struct RetryPolicy: Sendable, Hashable {
     public var maxAttempts: Int
     /// The wait before the second attempt.
     public var initialBackoff: Duration
-    /// Each further wait is the previous one times this.
+    /// Each further wait is the previous one times this (at least 1).
     public var multiplier: Double
     /// The longest wait.
     public var maxBackoff: Duration
@@ -33,6 +33,8 @@ public struct RetryPolicy: Sendable, Hashable {
     ) {
         precondition(maxAttempts >= 1, "maxAttempts counts the first attempt: at least 1")
         precondition((0...1).contains(jitter), "jitter is a share, from 0 to 1")
+        precondition(multiplier >= 1, "multiplier grows each wait: at least 1")
+        precondition(initialBackoff >= .zero && maxBackoff >= .zero, "backoffs are waits: not negative")
         self.maxAttempts = maxAttempts
         self.initialBackoff = initialBackoff
         self.multiplier = multiplier
