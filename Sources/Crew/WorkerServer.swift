@@ -156,8 +156,14 @@ final class WorkerServer: Sendable {
         var reader = FrameReader(maxFrameSize: maxFrameSize)
         while true {
             let n = reader.append(from: Crew.channelFD)
-            // End of stream or error: the pool is gone or has let us go.
-            if n <= 0 { exitWorker(0) }
+            // End of stream: the pool has let us go. Answer what was accepted (running and held
+            // jobs), then exit; the pool terminates a worker that lingers.
+            if n == 0 {
+                if beginDraining() { exitWorker(0) }
+                return
+            }
+            // A read error: the channel is broken, nothing more can be answered.
+            if n < 0 { exitWorker(0) }
             do {
                 while let message = try reader.nextPoolMessage() {
                     handle(message)
@@ -215,11 +221,15 @@ final class WorkerServer: Sendable {
                 send(.failure(jobID: jobID, kind: .cancelled, errorType: "", message: "cancelled before it started"))
             }
         case .shutdown:
-            let exit = jobs.withLock { state -> Bool in
-                state.draining = true
-                return state.isIdle
-            }
-            if exit { exitWorker(0) }
+            if beginDraining() { exitWorker(0) }
+        }
+    }
+
+    /// Takes no more jobs; returns whether the worker may exit now (nothing left to answer).
+    private func beginDraining() -> Bool {
+        jobs.withLock { state -> Bool in
+            state.draining = true
+            return state.isIdle
         }
     }
 

@@ -164,6 +164,26 @@ extension ProcessTests {
             await probe.expectCleanExit()
         }
 
+        @Test func aReleasedWorkerAnswersWhatItHoldsBeforeItExits() async throws {
+            // `release()` promises that the worker exits once it has answered what it already
+            // received: end-of-file drains, it does not drop the running and held jobs.
+            let probe = try await Probe.greeted()
+            let gate = "/tmp/crew-release-gate-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+            defer { unlink(gate) }
+            probe.worker.send(.run(jobID: 1, name: WaitForFile.jobName, arguments: try BinaryEncoder().encode(WaitForFile(path: gate))))
+            probe.worker.send(.run(jobID: 2, name: Echo.jobName, arguments: try BinaryEncoder().encode(Echo(5)), announceStart: true))
+            probe.worker.release()
+            // Give the worker time to read its end-of-file while job 1 waits (a worker that took
+            // it for "exit now" is gone by then; one that drains passes however long this is).
+            try await Task.sleep(for: .milliseconds(300))
+            close(open(gate, O_WRONLY | O_CREAT, 0o600))
+            #expect(await eventually { probe.log.last?.hasPrefix("exited") == true })
+            let log = probe.log
+            #expect(log.contains { $0.hasPrefix("result(jobID: 1") }, "\(log)")
+            #expect(log.contains { $0.hasPrefix("result(jobID: 2") }, "\(log)")
+            #expect(log.last == "exited exited with status 0", "\(log)")
+        }
+
         @Test func aWorkerEndsWhenThePoolSendsGarbage() async throws {
             let probe = try await Probe.greeted()
             var writer = FrameWriter()
