@@ -128,11 +128,14 @@ final class WorkerServer: Sendable {
         var pending: Deque<Pending> = []
         /// Slots in use (a slot passes straight from a finished job to a held one).
         var active = 0
+        /// Answers owed for jobs that no longer hold a slot or a place in `pending`, not sent yet:
+        /// a draining worker that exited before they leave would lose them.
+        var unanswered = 0
         var draining = false
         /// Cancels for jobs this worker has not been sent (yet).
         var earlyCancels = EarlyCancels()
 
-        var isIdle: Bool { active == 0 && pending.isEmpty }
+        var isIdle: Bool { active == 0 && pending.isEmpty && unanswered == 0 }
     }
     private let jobs = Mutex(Jobs())
 
@@ -214,14 +217,25 @@ final class WorkerServer: Sendable {
                     return (nil, false)
                 }
                 state.pending.remove(at: index)
+                state.unanswered += 1
                 return (nil, true)
             }
             task?.cancel()
             if heldJob {
                 send(.failure(jobID: jobID, kind: .cancelled, errorType: "", message: "cancelled before it started"))
+                if answerSent() { exitWorker(0) }
             }
         case .shutdown:
             if beginDraining() { exitWorker(0) }
+        }
+    }
+
+    /// Notes that an answer counted in `unanswered` has been sent; returns whether a draining
+    /// worker may exit now.
+    private func answerSent() -> Bool {
+        jobs.withLock { state -> Bool in
+            state.unanswered -= 1
+            return state.draining && state.isIdle
         }
     }
 
@@ -248,7 +262,7 @@ final class WorkerServer: Sendable {
     private enum Next {
         case run(Pending)
         case handOff(Runner, Pending)
-        case stop(exit: Bool)
+        case stop
     }
 
     /// A runner's life: its first job, then held ones, until none is left or a job is cancelled.
@@ -268,7 +282,9 @@ final class WorkerServer: Sendable {
                 state.running[job.jobID] = nil
                 guard let held = state.pending.popFirst() else {
                     state.active -= 1
-                    return .stop(exit: state.draining && state.isIdle)
+                    // Until it is sent, the answer keeps a draining worker alive.
+                    state.unanswered += 1
+                    return .stop
                 }
                 if runner.cancelRequested {
                     let fresh = Runner()
@@ -285,8 +301,8 @@ final class WorkerServer: Sendable {
             case .handOff(let fresh, let held):
                 launch(fresh, held)
                 return
-            case .stop(let exit):
-                if exit { exitWorker(0) }
+            case .stop:
+                if answerSent() { exitWorker(0) }
                 return
             }
         }

@@ -12,7 +12,7 @@ public enum TestJobs {
         SetState.self, GetState.self, Hoard.self, CrashOnce.self, ThreadName.self, WaitForFile.self, LoggerMetadata.self, ExitWhileFileExists.self,
         PlainPoint.self, WeightedTotal.self, RetriedCrashOnce.self, RetriedSleep.self, RefuseNegative.self,
         FailUntilTicket.self, SpawnSleeper.self, FailWithLongMessage.self, ListDepth.self, PrivateJobName.self,
-        ThrowsCancellationError.self,
+        ThrowsCancellationError.self, FailWhileDescribed.self,
     ]
 }
 
@@ -453,5 +453,26 @@ public struct ThrowsCancellationError: Job {
         let cancelled = context.isCancelled
         if !cancelled { throw CancellationError() }
         return cancelled
+    }
+}
+
+/// Throws a ``GatedFailure``: its worker, describing the error to answer, is held between the
+/// job's end and the sending of its answer until the test opens the gate.
+public struct FailWhileDescribed: Job {
+    public var opens: String
+    public var waitsFor: String
+    public init(opens: String, waitsFor: String) { self.opens = opens; self.waitsFor = waitsFor }
+    public func run(in context: JobContext) async throws -> Int { throw GatedFailure(opens: opens, waitsFor: waitsFor) }
+}
+
+/// An error whose description creates the file `opens`, then waits (blocking) until the file
+/// `waitsFor` exists.
+public struct GatedFailure: Error, CustomStringConvertible {
+    public var opens: String
+    public var waitsFor: String
+    public var description: String {
+        close(open(opens, O_WRONLY | O_CREAT, 0o600))
+        while access(waitsFor, F_OK) != 0 { usleep(5_000) }
+        return "GatedFailure"
     }
 }

@@ -84,10 +84,10 @@ extension ProcessTests {
             let inbox = Recorder()
             let events = Mutex<[String]>([])
 
-            init() throws {
+            init(concurrency: Int = 1) throws {
                 let spec = ProcessWorker.LaunchSpec(
                     executablePath: testWorkerPath, arguments: [], environment: [:],
-                    maxFrameSize: WireProtocol.defaultMaxFrameSize, forwardStderr: false)
+                    maxFrameSize: WireProtocol.defaultMaxFrameSize, forwardStderr: false, concurrency: concurrency)
                 let spawned = Mutex<Result<ProcessWorker, CrewError>?>(nil)
                 Supervisor.shared.submit {
                     let result = Result { () throws(CrewError) in try ProcessWorker.spawn(id: 99, spec) }
@@ -109,8 +109,8 @@ extension ProcessTests {
             var log: [String] { events.withLock { $0 } }
 
             /// A new worker, started, that has said hello.
-            static func greeted(sourceLocation: SourceLocation = #_sourceLocation) async throws -> Probe {
-                let probe = try Probe()
+            static func greeted(concurrency: Int = 1, sourceLocation: SourceLocation = #_sourceLocation) async throws -> Probe {
+                let probe = try Probe(concurrency: concurrency)
                 probe.start()
                 #expect(await eventually { probe.log.first?.hasPrefix("hello") == true }, sourceLocation: sourceLocation)
                 return probe
@@ -181,6 +181,26 @@ extension ProcessTests {
             let log = probe.log
             #expect(log.contains { $0.hasPrefix("result(jobID: 1") }, "\(log)")
             #expect(log.contains { $0.hasPrefix("result(jobID: 2") }, "\(log)")
+            #expect(log.last == "exited exited with status 0", "\(log)")
+        }
+
+        @Test func aDrainingWorkerSendsEveryAnswerBeforeItExits() async throws {
+            // Two slots: job 1 ends first but is slow to describe its error (its answer is not
+            // sent yet when job 2 ends); job 2, the last to end, must not take the worker down
+            // with job 1's answer unsent.
+            let probe = try await Probe.greeted(concurrency: 2)
+            let base = "/tmp/crew-drain-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+            let described = base + "-described", answered = base + "-answered"
+            defer { unlink(described); unlink(answered) }
+            probe.worker.send(.run(jobID: 1, name: FailWhileDescribed.jobName, arguments: try BinaryEncoder().encode(
+                FailWhileDescribed(opens: described, waitsFor: answered))))
+            probe.worker.send(.run(jobID: 2, name: WaitForFile.jobName, arguments: try BinaryEncoder().encode(WaitForFile(path: described))))
+            probe.worker.send(.shutdown)
+            #expect(await eventually { probe.log.contains { $0.hasPrefix("result(jobID: 2") } })
+            close(open(answered, O_WRONLY | O_CREAT, 0o600))
+            #expect(await eventually { probe.log.last?.hasPrefix("exited") == true })
+            let log = probe.log
+            #expect(log.contains { $0.hasPrefix("failure(jobID: 1") }, "\(log)")
             #expect(log.last == "exited exited with status 0", "\(log)")
         }
 
