@@ -28,6 +28,9 @@ public enum Crew {
     /// Set once ``serveIfWorker(_:logger:)`` serves (it clears the environment it was started with).
     private static let serving = Atomic<Bool>(false)
 
+    /// The largest frame the pool of this worker accepts, once it serves; `Int.max` otherwise.
+    static let servedMaxFrameSize = Atomic<Int>(.max)
+
     /// Serves jobs from `catalog` if this process is a worker a pool started, and never returns;
     /// does nothing and returns at once otherwise.
     ///
@@ -58,6 +61,7 @@ public enum Crew {
             ?? WireProtocol.defaultMaxFrameSize
         let concurrency = max(1, getenv(Environment.concurrency).flatMap { Int(String(cString: $0)) } ?? 1)
         serving.store(true, ordering: .relaxed)
+        servedMaxFrameSize.store(maxFrameSize, ordering: .relaxed)
         // Children this worker starts (a nested pool, a shell command) are not workers of ours.
         unsetenv(Environment.workerID)
         unsetenv(Environment.parentPID)

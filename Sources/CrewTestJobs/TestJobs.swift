@@ -12,7 +12,7 @@ public enum TestJobs {
         SetState.self, GetState.self, Hoard.self, CrashOnce.self, ThreadName.self, WaitForFile.self, LoggerMetadata.self, ExitWhileFileExists.self,
         PlainPoint.self, WeightedTotal.self, RetriedCrashOnce.self, RetriedSleep.self, RefuseNegative.self,
         FailUntilTicket.self, SpawnSleeper.self, FailWithLongMessage.self, ListDepth.self, PrivateJobName.self,
-        ThrowsCancellationError.self, FailWhileDescribed.self,
+        ThrowsCancellationError.self, FailWhileDescribed.self, RefuseNegativeAtLength.self,
     ]
 }
 
@@ -474,5 +474,17 @@ public struct GatedFailure: Error, CustomStringConvertible {
         close(open(opens, O_WRONLY | O_CREAT, 0o600))
         while access(waitsFor, F_OK) != 0 { usleep(5_000) }
         return "GatedFailure"
+    }
+}
+
+/// Returns its input, or throws a ``TestFailure`` whose description is `length` bytes long if
+/// it is negative.
+public struct RefuseNegativeAtLength: Job {
+    public var value: Int
+    public var length: Int
+    public init(_ value: Int, length: Int) { self.value = value; self.length = length }
+    public func run(in context: JobContext) async throws -> Int {
+        guard value >= 0 else { throw TestFailure(reason: String(repeating: "x", count: length)) }
+        return value
     }
 }

@@ -26,3 +26,26 @@ import Testing
         #expect(decoded.outputs == result.outputs)
     }
 }
+
+extension ProcessTests {
+    @Suite struct JobBatchInWorkers {
+        /// README, bulk work: "A job that fails ends the map after every output before it, in
+        /// input order, even inside a chunk: the chunk's jobs before it come out, then its
+        /// error." A lone job's error text is cut to fit a frame; inside a chunk it was not, so
+        /// one long error made the whole chunk's answer too large for a frame.
+        @Test func aLongErrorInsideAChunkStillEndsTheMapAfterTheOutputsBeforeIt() async throws {
+            try await withTestPool(1, { $0.maxFrameSize = 64 * 1024 }) { pool in
+                let jobs = [1, 2, -3, 4].map { RefuseNegativeAtLength($0, length: 100_000) }
+                var outputs: [Int] = []
+                let error = await expectCrewError(.jobFailed) {
+                    for try await output in pool.map(jobs, chunkSize: 4) { outputs.append(output) }
+                }
+                #expect(outputs == [1, 2])
+                #expect(error?.message.contains("xxxx") == true)
+                #expect(error?.remoteErrorType?.hasSuffix("TestFailure") == true)
+                let echoed = try await pool.run(Echo(5))
+                #expect(echoed == 5)
+            }
+        }
+    }
+}

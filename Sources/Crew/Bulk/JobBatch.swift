@@ -27,7 +27,7 @@ struct JobBatch<Element: Job>: Job {
                 do {
                     result.outputs.append(try await jobs[index].run(in: context))
                 } catch {
-                    result.failures.append(.init(index: index, type: String(reflecting: Swift.type(of: error)), message: String(describing: error)))
+                    result.failures.append(Self.failure(error, at: index, first: result.failures.isEmpty))
                 }
                 index += 1
             }
@@ -35,6 +35,20 @@ struct JobBatch<Element: Job>: Job {
         } onCancel: {
             cancelled.set()
         }
+    }
+
+    /// A job's failure as the batch reports it. In a worker process its text is cut, as a lone
+    /// job's is, so that errors alone never make the batch's answer too large for a frame (which
+    /// would fail the whole chunk with `unencodableOutput`): the first failure, the only one the
+    /// caller sees (the map ends there), may take half a frame, later ones a few hundred bytes.
+    private static func failure(_ error: any Error, at index: Int, first: Bool) -> BatchResult<Element.Output>.Failure {
+        let type = String(reflecting: Swift.type(of: error))
+        let message = String(describing: error)
+        let limit = Crew.servedMaxFrameSize.load(ordering: .relaxed)
+        guard limit != .max else { return .init(index: index, type: type, message: message) }
+        let fittedType = WorkerServer.fitted(type, within: first ? 4_096 : 256)
+        let room = first ? max(256, min(1 << 20, (limit - 512) / 2 - fittedType.utf8.count)) : 256
+        return .init(index: index, type: fittedType, message: WorkerServer.fitted(message, within: room))
     }
 }
 
