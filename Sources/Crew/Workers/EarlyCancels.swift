@@ -17,8 +17,11 @@ struct EarlyCancels {
         if order.count > Self.limit { jobIDs.remove(order.removeFirst()) }
     }
 
-    /// Whether the job was cancelled before it arrived (and forgets the cancel).
+    /// Whether the job was cancelled before it arrived (and forgets the cancel, so that it no
+    /// longer counts toward the limit).
     mutating func take(_ jobID: UInt64) -> Bool {
-        jobIDs.remove(jobID) != nil
+        guard jobIDs.remove(jobID) != nil else { return false }
+        if let index = order.firstIndex(of: jobID) { order.remove(at: index) }
+        return true
     }
 }
