@@ -12,7 +12,7 @@ public enum TestJobs {
         SetState.self, GetState.self, Hoard.self, CrashOnce.self, ThreadName.self, WaitForFile.self, LoggerMetadata.self, ExitWhileFileExists.self,
         PlainPoint.self, WeightedTotal.self, RetriedCrashOnce.self, RetriedSleep.self, RefuseNegative.self,
         FailUntilTicket.self, SpawnSleeper.self, FailWithLongMessage.self, ListDepth.self, PrivateJobName.self,
-        ThrowsCancellationError.self, FailWhileDescribed.self, RefuseNegativeAtLength.self,
+        ThrowsCancellationError.self, FailWhileDescribed.self, RefuseNegativeAtLength.self, WriteToStderr.self,
     ]
 }
 
@@ -486,5 +486,15 @@ public struct RefuseNegativeAtLength: Job {
     public func run(in context: JobContext) async throws -> Int {
         guard value >= 0 else { throw TestFailure(reason: String(repeating: "x", count: length)) }
         return value
+    }
+}
+
+/// Writes `text` to the worker's stderr and returns how many bytes it wrote.
+public struct WriteToStderr: Job {
+    public var text: String
+    public init(_ text: String) { self.text = text }
+    public func run(in context: JobContext) async throws -> Int {
+        var text = text
+        return text.withUTF8 { write(2, $0.baseAddress, $0.count) }
     }
 }

@@ -22,4 +22,20 @@ if arguments.count >= 3 && arguments[1] == "own-pool", let count = Int(arguments
     fflush(nil)
     while true { try await Task.sleep(for: .seconds(60)) }
 }
+if arguments.count >= 2 && arguments[1] == "pool-without-std-fds" {
+    // Started with descriptors 0, 1 and 2 closed (as some daemons run): a pool whose worker
+    // writes to its stderr must still work. The exit status is the only answer (no stdout).
+    do {
+        let pool = try WorkerPool(.processes(1), jobs: TestJobs.catalog)
+        var right = true
+        for round in 0..<3 {
+            right = try await pool.run(WriteToStderr("round \(round)\n")) == 8 && right
+            right = try await pool.run(Echo(round)) == round && right
+        }
+        await pool.shutdown()
+        exit(right ? 0 : 1)
+    } catch {
+        exit(2)
+    }
+}
 print("CrewTestWorker is a worker executable for Crew's tests; a WorkerPool starts it.")

@@ -190,3 +190,26 @@ private func pipeDescriptors() -> [String] {
         return target.hasPrefix("pipe:") ? "\(fd) -> \(target)" : nil
     }
 }
+
+extension ProcessTests.LifecycleFaults {
+    /// A process may be started with descriptors 0, 1 and 2 closed (some daemons are). Spawning
+    /// copies the worker's channel onto its fd 3 and its stderr pipe onto fd 2, which goes wrong
+    /// if the pool's own descriptors are numbered 3 or below. (Passing coverage: in a Swift
+    /// process, the concurrency runtime's epoll and event descriptors take the free numbers
+    /// first, so the pool's start at 3 or above here.)
+    @Test func aPoolWorksInAProcessStartedWithoutStandardDescriptors() async throws {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        for fd: Int32 in [0, 1, 2] { posix_spawn_file_actions_addclose(&actions, fd) }
+        var pid: pid_t = 0
+        let argv: [UnsafeMutablePointer<CChar>?] = ["CrewTestWorker", "pool-without-std-fds"].map { (word: String) in word.withCString { strdup($0) } } + [nil]
+        defer { argv.forEach { free($0) } }
+        let rc = posix_spawn(&pid, testWorkerPath, &actions, nil, argv, environ)
+        posix_spawn_file_actions_destroy(&actions)
+        #expect(rc == 0)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        // Exited (not signalled) with 0: every job answered right.
+        #expect(status & 0x7f == 0 && (status >> 8) & 0xff == 0, "wait status \(status)")
+    }
+}
