@@ -47,9 +47,10 @@ public enum Crew {
     /// }
     /// ```
     ///
-    /// A worker ends when its pool closes the channel or dies (even by SIGKILL: the kernel's
-    /// parent-death signal and the channel's end-of-file both end it), ignores the terminal's
-    /// SIGINT (the pool coordinates shutdown), and shows as `crew-worker <n>` in `ps`.
+    /// A worker ends when its pool dies (even by SIGKILL: the kernel's parent-death signal ends
+    /// it) or closes the channel (it answers the jobs it holds first; the pool terminates one
+    /// that lingers), ignores the terminal's SIGINT (the pool coordinates shutdown), and shows
+    /// as `crew-worker <n>` in `ps`.
     ///
     /// - Parameters:
     ///   - catalog: the job types this worker can run.
