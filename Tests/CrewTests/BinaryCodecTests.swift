@@ -1,4 +1,5 @@
 import Foundation
+import CrewTestJobs
 import Testing
 @testable import Crew
 
@@ -91,6 +92,17 @@ import Testing
         var first: T
         var second: [U]
         var nested: [String: Generic<U, T>]?
+    }
+
+    /// A linked list as a recursive enum: each level is a nested keyed container (the case)
+    /// holding a nested value (its `next`).
+    indirect enum Chain: Codable, Equatable {
+        case end
+        case link(Int, next: Chain)
+
+        static func make(_ length: Int) -> Chain {
+            (0..<length).reduce(Chain.end) { .link($1, next: $0) }
+        }
     }
 
     indirect enum Shape: Codable, Equatable {
@@ -852,6 +864,20 @@ import Testing
             // Skipping over it is fine: a reader that ignores the key never descends.
             struct Ignores: Decodable { var other: Int? }
             #expect(try BinaryDecoder().decode(Ignores.self, from: deep).other == nil)
+        }
+
+        /// "Decoding accepts what encoding allows": the encoder bounds nested containers and
+        /// super encoders at 2 × maxDepth frames, and the decoder bounded them at maxDepth keys of
+        /// path. A recursive enum with associated values (two keys per level: the case's nested
+        /// container and its field) 300 deep, or a chain of 600 nested lists or super encoders,
+        /// encoded fine and then failed to decode: a job the pool accepted came back as
+        /// undecodable arguments.
+        @Test func valuesAsDeepAsTheEncoderAllowsDecode() throws {
+            let list = Chain.make(300)
+            #expect(try roundTrip(list) == list)
+            let lists = try BinaryEncoder().encode(ListDepth(depth: 600))
+            #expect(try BinaryDecoder().decode(ListDepth.self, from: lists).depth == 600)
+            #expect(try roundTrip(SuperChain(length: 600)).length == 600)
         }
 
         @Test func recursionThroughSuperCodersIsBounded() throws {

@@ -798,16 +798,23 @@ final class BinaryDecodingState: Decoder {
     }
 
     /// Nested containers recurse without `decodeNested` (a type's `init(from:)` can open them
-    /// level after level): bound them by the path, as the encoder does.
+    /// level after level): bound them by the path, as the encoder does, at 2 × maxDepth (the
+    /// encoder's bound on open containers, each a key of the path), so that every value the
+    /// encoder writes decodes (a recursive enum takes two keys a level: its case and its field).
     func checkNestingDepth(_ ref: BinaryPathRef, _ key: any CodingKey) throws {
-        guard pathLength(ref) < BinaryFormat.maxDepth else { throw tooDeep(codingPath(ref) + [key]) }
+        guard pathLength(ref) < 2 * BinaryFormat.maxDepth else { throw containersTooDeep(codingPath(ref) + [key]) }
+    }
+
+    func containersTooDeep(_ path: [any CodingKey]) -> DecodingError {
+        .dataCorrupted(.init(codingPath: path, debugDescription: "Containers nest more than \(2 * BinaryFormat.maxDepth) deep."))
     }
 
     /// A decoder for the value at `position`, under `key` in a container whose path is `ref`,
     /// for `superDecoder()`.
     func superDecoder(at position: Int, kind: UInt8, key: any CodingKey, path ref: BinaryPathRef) throws -> any Decoder {
-        // Decoding through super decoders recurses without `decodeNested`: bound it by the path.
-        guard pathLength(ref) < BinaryFormat.maxDepth else { throw tooDeep(codingPath(ref) + [key]) }
+        // Decoding through super decoders recurses without `decodeNested`: bound it by the path,
+        // as the encoder bounds super encoders (see `checkNestingDepth`).
+        guard pathLength(ref) < 2 * BinaryFormat.maxDepth else { throw containersTooDeep(codingPath(ref) + [key]) }
         return BinarySuperDecoder(state: Unmanaged.passUnretained(self), position: position, kind: kind, path: nestedPath(ref, key))
     }
 }

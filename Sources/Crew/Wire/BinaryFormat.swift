@@ -57,7 +57,8 @@
 //
 // Adversarial input is harmless: every length and count is checked against the bytes that
 // remain before anything is allocated or read, skipping never recurses, and values nest at most
-// `BinaryFormat.maxDepth` deep, on both sides (a 512-deep value needs about 1 MB of stack to
+// `BinaryFormat.maxDepth` deep (containers, which a type may open level after level without
+// nesting values, 2 × `maxDepth`), on both sides (a 512-deep value needs about 1 MB of stack to
 // encode or decode in a release build: fine on the 8 MB threads of Swift's cooperative pool).
 
 #if canImport(Glibc)
