@@ -264,3 +264,25 @@ extension PoolStateMachineTests {
         #expect(isDrained(machine.cancel(2, now: t0)))
     }
 }
+
+extension PoolStateMachineTests {
+    /// A worker that was still starting when its group gave up, and makes it after all, ends the
+    /// cool-down: the group serves again and starts its minimum of workers, as after a cool-down.
+    @Test func aWorkerThatStartsAfterTheGroupGaveUpRestoresItsMinimum() {
+        var machine = Machine(
+            groups: [.init(kind: .process, minimum: 2, maximum: 2)], startFailureLimit: 2, startFailureCooldown: .seconds(5))
+        #expect(spawnedWorkers(machine.start(now: t0)) == [1, 2])
+        #expect(spawnedWorkers(machine.workerExited(1, termination: .exited(1), stderrTail: nil, now: t0)) == [3])
+        let gaveUp = machine.workerExited(3, termination: .exited(1), stderrTail: nil, now: t0)
+        #expect(spawnedWorkers(gaveUp).isEmpty)
+        #expect(retries(gaveUp) == [t0 + .seconds(5)])
+        // Worker 2 was starting all along, and makes it.
+        let actions = machine.workerReady(2, now: t0 + .seconds(1))
+        #expect(machine.startFailures == [nil])
+        #expect(spawnedWorkers(actions) == [4])
+        #expect(machine.activeCount(inGroup: 0) == 2)
+        // The retry of the give-up it ended finds nothing to do.
+        #expect(machine.startRetryDue(group: 0, now: t0 + .seconds(5)).isEmpty)
+        #expect(machine.activeCount(inGroup: 0) == 2)
+    }
+}

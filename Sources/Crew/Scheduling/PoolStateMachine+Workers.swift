@@ -57,6 +57,7 @@ extension PoolStateMachine {
         consecutiveStartFailures[worker.group] = 0
         // A worker started after all (one that was still starting when the group gave up): the
         // group serves again, and its cool-down has nothing left to wait for.
+        let endsGiveUp = startFailures[worker.group] != nil
         startFailures[worker.group] = nil
         for slot in 0..<groups[worker.group].slotsPerWorker {
             addFreeSlot(workerID, runsAtOnce: slot < groups[worker.group].jobsPerWorker)
@@ -66,6 +67,9 @@ extension PoolStateMachine {
             workers[old]!.successor = nil
             retire(old, because: reason, replace: false, now: now, &actions)
         }
+        // As at the end of a cool-down, the group starts its minimum again: while it had given
+        // up, workers that ended were not replaced, and its retry will find nothing to do.
+        if endsGiveUp { replenish(now: now, &actions) }
         slotFreedAfterStart(workerID, now: now, &actions)
     }
 
