@@ -286,3 +286,26 @@ extension PoolStateMachineTests {
         #expect(machine.activeCount(inGroup: 0) == 2)
     }
 }
+
+extension PoolStateMachineTests {
+    /// The retry of a give-up that a late worker ended must not cut a later give-up's cool-down
+    /// short: one more failure waits a whole cool-down.
+    @Test func theRetryOfAnEndedGiveUpDoesNotCutTheNextCooldownShort() {
+        var machine = Machine(
+            groups: [.init(kind: .process, minimum: 2, maximum: 2)], startFailureLimit: 2, startFailureCooldown: .seconds(5))
+        _ = machine.start(now: t0)
+        _ = machine.workerExited(1, termination: .exited(1), stderrTail: nil, now: t0)
+        #expect(retries(machine.workerExited(3, termination: .exited(1), stderrTail: nil, now: t0)) == [t0 + .seconds(5)])
+        // Worker 2 makes it after all; its group starts worker 4, and that one fails twice over.
+        #expect(spawnedWorkers(machine.workerReady(2, now: t0 + .seconds(1))) == [4])
+        #expect(spawnedWorkers(machine.workerExited(4, termination: .exited(1), stderrTail: nil, now: t0 + .seconds(2))) == [5])
+        let gaveUp = machine.workerExited(5, termination: .exited(1), stderrTail: nil, now: t0 + .seconds(2))
+        #expect(retries(gaveUp) == [t0 + .seconds(7)])
+        // The first give-up's retry comes due: the second cool-down still runs.
+        #expect(machine.startRetryDue(group: 0, now: t0 + .seconds(5)).isEmpty)
+        #expect(machine.startFailures[0] != nil)
+        // Its own retry ends it.
+        #expect(spawnedWorkers(machine.startRetryDue(group: 0, now: t0 + .seconds(7))) == [6])
+        #expect(machine.startFailures == [nil])
+    }
+}

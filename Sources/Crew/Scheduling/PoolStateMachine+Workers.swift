@@ -59,6 +59,7 @@ extension PoolStateMachine {
         // group serves again, and its cool-down has nothing left to wait for.
         let endsGiveUp = startFailures[worker.group] != nil
         startFailures[worker.group] = nil
+        startRetryAt[worker.group] = nil
         for slot in 0..<groups[worker.group].slotsPerWorker {
             addFreeSlot(workerID, runsAtOnce: slot < groups[worker.group].jobsPerWorker)
         }
@@ -240,6 +241,7 @@ extension PoolStateMachine {
                 // One retry per give-up: workers that were starting with this one and fail later
                 // must not cut the cool-down short.
                 if newlyGivenUp, let cooldown = startFailureCooldown {
+                    startRetryAt[worker.group] = now + cooldown
                     actions.append(.retryStart(group: worker.group, at: now + cooldown))
                 }
             }
@@ -266,8 +268,9 @@ extension PoolStateMachine {
     /// The cool-down of a group that gave up starting workers is over: it takes jobs again and
     /// starts its minimum of workers. One more failure to start makes it give up again at once.
     mutating func startRetryDue(group index: Int, now: MonotonicTime) -> [Action] {
-        guard startFailures[index] != nil else { return [] }
+        guard startFailures[index] != nil, let due = startRetryAt[index], now >= due else { return [] }
         startFailures[index] = nil
+        startRetryAt[index] = nil
         consecutiveStartFailures[index] = max(0, startFailureLimit - 1)
         var actions: [Action] = []
         replenish(now: now, &actions)

@@ -195,6 +195,9 @@ struct PoolStateMachine<Waiter, Payload> {
     var consecutiveStartFailures: [Int]
     /// Per group: set when its workers keep failing to start; it starts no more.
     var startFailures: [CrewError?]
+    /// Per group that gave up: when its retry is due. A retry that comes earlier belongs to an
+    /// earlier give-up (ended by a worker that started after all) and must not cut this one short.
+    var startRetryAt: [MonotonicTime?]
 
     /// The most jobs that may wait in the queue; nil for no limit.
     let maxQueued: Int?
@@ -214,6 +217,7 @@ struct PoolStateMachine<Waiter, Payload> {
         self.startFailureCooldown = startFailureCooldown
         consecutiveStartFailures = Array(repeating: 0, count: groups.count)
         startFailures = Array(repeating: nil, count: groups.count)
+        startRetryAt = Array(repeating: nil, count: groups.count)
         if let setup { initJobs.append(setup) }
     }
 
