@@ -339,3 +339,25 @@ extension PoolPolicyMachineTests {
         #expect(spawnedWorkers(machine.idleCheck(1, now: at(10_000))) == [2])
     }
 }
+
+extension PoolPolicyMachineTests {
+    /// A caller waiting for room whose job goes straight to a free slot, and is that worker's
+    /// last job (its retirement looks at the queue again), runs once; the caller behind it
+    /// keeps its place instead of being dropped.
+    @Test func aJobFromTheOverflowThatRetiresItsWorkerRunsOnceAndLosesNoOtherCaller() {
+        var machine = Machine(
+            groups: [Group(kind: .process, minimum: 1, maximum: 1, jobsPerWorker: 3, maxJobsPerWorker: 3)], maxQueued: 1)
+        _ = machine.start(now: at(0))
+        _ = machine.submit(request(1), now: at(0))  // queued
+        for id: UInt64 in 2...4 { #expect(machine.submit(request(id), now: at(0)).isEmpty) }  // waiting for room
+        #expect(machine.overflowCount == 3)
+        let actions = machine.workerReady(1, now: at(1))
+        // Its three slots take jobs 1 to 3; the third is its last, and it retires.
+        #expect(dispatched(actions).map(\.job) == [1, 2, 3])
+        #expect(resumed(actions).isEmpty)
+        // Job 4 waits (in the queue now), and job 3 is not queued to run again.
+        #expect(Set(machine.queued.keys) == [4])
+        #expect(machine.overflowCount == 0)
+        #expect(Set(machine.running.keys) == [1, 2, 3])
+    }
+}

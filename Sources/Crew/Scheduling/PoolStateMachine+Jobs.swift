@@ -244,10 +244,13 @@ extension PoolStateMachine {
         if admitted { matchQueued(now: now, &actions) }
         // Callers still waiting for room whose job a free worker takes at once (the limit is on
         // jobs that wait; with maxQueued 0, this is the only way in).
+        // A request leaves the overflow before it is placed: placing it may retire its worker
+        // (its last job), which looks at the overflow again and must not find it there.
         var index = 0
         while index < overflow.count && !(freeSlots.isEmpty && heldSlots.isEmpty) {
-            if placeWithoutQueueing(overflow[index], now: now, &actions) {
-                overflow.remove(at: index)
+            let requirement = overflow[index].requirement
+            if lastSlot(in: freeSlots, taking: requirement) != nil || lastSlot(in: heldSlots, taking: requirement) != nil {
+                _ = placeWithoutQueueing(overflow.remove(at: index), now: now, &actions)
             } else {
                 index += 1
             }
