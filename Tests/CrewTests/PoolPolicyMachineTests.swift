@@ -361,3 +361,26 @@ extension PoolPolicyMachineTests {
         #expect(Set(machine.running.keys) == [1, 2, 3])
     }
 }
+
+extension PoolPolicyMachineTests {
+    /// A worker handing over to a successor (its age) that reaches its job limit meanwhile
+    /// retires with that successor as its replacement: the group does not start a second one
+    /// and end up above its maximum.
+    @Test func aWorkerThatRetiresDuringItsHandOverGetsNoSecondReplacement() {
+        var machine = Machine(
+            groups: [Group(kind: .process, minimum: 1, maximum: 1, maxJobsPerWorker: 2, maxAge: .seconds(10))])
+        _ = machine.start(now: at(0))
+        _ = machine.workerReady(1, now: at(0))
+        #expect(dispatched(machine.submit(request(1), now: at(1))).map(\.worker) == [1])
+        // Past its age when its first job ends: its successor starts, and it serves on meanwhile.
+        #expect(spawnedWorkers(machine.jobEnded(1, on: 1, done, now: at(11_000))!) == [2])
+        // Its second job is its last: it retires, and worker 2, already starting, replaces it.
+        let actions = machine.submit(request(2), now: at(11_001))
+        #expect(dispatched(actions).map(\.worker) == [1])
+        #expect(spawnedWorkers(actions).isEmpty)
+        #expect(machine.activeCount(inGroup: 0) == 1)
+        _ = machine.workerReady(2, now: at(11_002))
+        #expect(released(machine.jobEnded(2, on: 1, done, now: at(11_003))!) == [1])
+        #expect(machine.workers.keys.sorted() == [1, 2])
+    }
+}

@@ -427,8 +427,9 @@ extension PoolStateMachine {
         removeFreeSlots(of: workerID)
         replenish(now: now, &actions)
         // Capacity does not dip: a group above its minimum gets a replacement too (replenishing
-        // only reaches the minimum).
-        if replace, activeCount(inGroup: worker.group) < activeBefore, startFailures[worker.group] == nil,
+        // only reaches the minimum). A successor already starting (a hand-over under way) is
+        // that replacement.
+        if replace, worker.successor == nil, activeCount(inGroup: worker.group) < activeBefore, startFailures[worker.group] == nil,
            lifecycle == .running || lifecycle == .draining {
             spawn(group: worker.group, now: now, &actions)
         }
