@@ -148,12 +148,12 @@ final class PoolCore: Sendable {
     /// to run on every later worker first (see ``withdrawBroadcast(_:)``).
     /// Throws ``CrewError/Code/poolShutDown`` once the pool is shutting down (nothing is
     /// registered then).
-    func prepareBroadcast(name: String, payload: JobPayload) throws(CrewError) -> (targets: [Int], replay: Int) {
+    func prepareBroadcast(name: String, payload: JobPayload, timeout: Duration?) throws(CrewError) -> (targets: [Int], replay: Int) {
         try state.withLock { state throws(CrewError) in
             guard state.machine.lifecycle == .running else {
                 throw CrewError(.poolShutDown, "the pool is shut down and takes no new jobs", jobName: name)
             }
-            let replay = state.machine.addInitJob(.init(name: name, payload: payload))
+            let replay = state.machine.addInitJob(.init(name: name, payload: payload, timeout: timeout))
             return (state.machine.broadcastTargets, replay)
         }
     }

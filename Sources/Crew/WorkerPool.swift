@@ -154,7 +154,9 @@ public final class WorkerPool: Sendable {
     /// If the job fails on a current worker (it throws, times out, cannot be coded, or the call
     /// is cancelled), workers started later do not run it: replaying a failing job would keep
     /// every replacement from starting. A worker that dies or goes away during the broadcast
-    /// does not count as the job failing.
+    /// does not count as the job failing. A replay gets the same `timeout`; one that exceeds
+    /// it is the new worker failing to start (``CrewError/Code/workerStartFailed`` once the
+    /// group gives up).
     ///
     /// - Returns: each current worker's id and outcome, by worker id.
     /// - Throws: ``CrewError/Code/poolShutDown`` once the pool is shutting down; a job that cannot
@@ -163,7 +165,7 @@ public final class WorkerPool: Sendable {
         -> [(workerID: Int, result: Result<J.Output, CrewError>)]
     {
         let payload: JobPayload = try shutDownFirst { try self.payload(for: job) }
-        let (targets, replay) = try core.prepareBroadcast(name: J.jobName, payload: payload)
+        let (targets, replay) = try core.prepareBroadcast(name: J.jobName, payload: payload, timeout: timeout)
         let results = await withTaskGroup(of: (Int, Result<J.Output, CrewError>).self) { group in
             for workerID in targets {
                 group.addTask {

@@ -503,7 +503,13 @@ extension PoolStateMachine {
                 .timedOut, "the job ran longer than its timeout of \(timeout); its worker was stopped",
                 jobName: job.name, workerID: job.workerID))))
         }
-        stop(job.workerID, .timedOut(jobID: jobID, name: job.name), release: false, now: now, &actions)
+        // A setup job (a broadcast's replay) that hangs is a worker that failed to start: it
+        // counts toward the group's give-up, so a replay that always hangs does not respawn
+        // workers for ever.
+        let reason: StopReason = job.isInit
+            ? .startFailed("its setup job \(job.name) ran longer than its timeout of \(timeout)")
+            : .timedOut(jobID: jobID, name: job.name)
+        stop(job.workerID, reason, release: false, now: now, &actions)
         checkDrained(&actions)
         return actions
     }

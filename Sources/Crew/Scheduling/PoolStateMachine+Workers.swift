@@ -46,7 +46,8 @@ extension PoolStateMachine {
             worker.inFlight.append(jobID)
             workers[workerID] = worker
             running[jobID] = RunningJob(name: job.name, workerID: workerID, waiter: nil, isInit: true)
-            actions.append(.dispatch(workerID: workerID, jobID: jobID, name: job.name, payload: job.payload, timeout: nil, announceStart: false))
+            actions.append(.dispatch(
+                workerID: workerID, jobID: jobID, name: job.name, payload: job.payload, timeout: job.timeout, announceStart: false))
             return
         }
         worker.phase = .ready

@@ -50,6 +50,9 @@ struct PoolStateMachine<Waiter, Payload> {
     struct InitJob {
         var name: String
         var payload: Payload
+        /// The broadcast's timeout, for its replays too: a replay that hangs would keep its
+        /// worker starting up for ever, a lost worker the group never replaces.
+        var timeout: Duration? = nil
         /// Skipped by workers that start from now on.
         var withdrawn = false
     }
