@@ -147,6 +147,23 @@ extension ProcessTests {
             }
         }
 
+        /// "Either way the error names the job's type": a chunk refused before it reaches the
+        /// pool (its type is not in the catalog, or its message exceeds the maximum frame size)
+        /// is named for its jobs' type too, not for the internal batch that carried it.
+        @Test func aChunkThatCannotBeSentNamesTheJobTypeNotTheBatch() async throws {
+            try await withPool(.processes(1), { $0.maxFrameSize = 64 * 1024 }) { pool in
+                let unknown = await expectCrewError(.unknownJobType) {
+                    for try await _ in pool.map((0..<6).map { _ in NotInWorkerCatalog() }, chunkSize: 3) {}
+                }
+                #expect(unknown?.jobName == NotInWorkerCatalog.jobName)
+                let tooLarge = await expectCrewError(.unencodableArguments) {
+                    for try await _ in pool.map([SetState(String(repeating: "k", count: 100_000), 1), SetState("a", 2)], chunkSize: 2) {}
+                }
+                #expect(tooLarge?.jobName == SetState.jobName)
+                try await expectNothingLeftAndServing(pool)
+            }
+        }
+
         @Test func aChunkThatCannotBeEncodedAmongOthersFailsTheMapAfterTheOutputsBeforeIt() async throws {
             // The 21st job is too large for a frame; the others, before and after it, are sent
             // while it fails.

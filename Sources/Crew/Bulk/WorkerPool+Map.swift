@@ -253,7 +253,7 @@ struct BulkRunner<J: Job>: Sendable {
                 completion(result.map { .answer($0) }.mapError { Self.underJobName($0) })
             })
         } catch {
-            completion(.failure(error))
+            completion(.failure(Self.underJobName(error)))
             return .ended
         }
     }
