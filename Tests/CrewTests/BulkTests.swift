@@ -44,6 +44,20 @@ extension ProcessTests {
             }
         }
 
+        /// A chunk size far larger than the input (say, "all in one message") sends the input as
+        /// one chunk; it does not reserve room for `chunkSize` jobs first.
+        @Test(arguments: [1 << 40, Int.max])
+        func aChunkSizeFarLargerThanTheInputSendsItAsOneChunk(chunkSize: Int) async throws {
+            try await withPool(.processes(1)) { pool in
+                var outputs: [Int] = []
+                for try await output in pool.map((0..<5).map { Add($0, 1) }, chunkSize: chunkSize) { outputs.append(output) }
+                #expect(outputs == [1, 2, 3, 4, 5])
+                var unordered: [Int] = []
+                for try await (_, output) in pool.mapUnordered((0..<5).map { Add($0, 1) }, chunkSize: chunkSize) { unordered.append(output) }
+                #expect(unordered.sorted() == [1, 2, 3, 4, 5])
+            }
+        }
+
         @Test func mapPullsItsInputLazily() async throws {
             try await withPool(.processes(1)) { pool in
                 let pulled = Recorder()

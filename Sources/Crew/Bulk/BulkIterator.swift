@@ -371,7 +371,9 @@ final class SequenceSource<Jobs: Sequence>: @unchecked Sendable {
     @inlinable
     func pull(_ count: Int) -> [Jobs.Element] {
         var jobs: [Jobs.Element] = []
-        jobs.reserveCapacity(count)
+        // Capped: a chunk size far beyond the input ("all in one message") must not reserve
+        // room for that many jobs; past the cap the array grows as it fills.
+        jobs.reserveCapacity(Swift.min(count, 4_096))
         while jobs.count < count, let job = iterator.next() { jobs.append(job) }
         return jobs
     }
