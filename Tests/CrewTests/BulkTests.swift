@@ -170,6 +170,7 @@ extension ProcessTests {
                     for try await _ in pool.map((0..<6).map { _ in NotInWorkerCatalog() }, chunkSize: 3) {}
                 }
                 #expect(unknown?.jobName == NotInWorkerCatalog.jobName)
+                #expect(unknown.map { !$0.message.contains("#batch") } ?? false, "\(unknown?.message ?? "")")
                 let tooLarge = await expectCrewError(.unencodableArguments) {
                     for try await _ in pool.map([SetState(String(repeating: "k", count: 100_000), 1), SetState("a", 2)], chunkSize: 2) {}
                 }

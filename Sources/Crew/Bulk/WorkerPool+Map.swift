@@ -263,6 +263,8 @@ struct BulkRunner<J: Job>: Sendable {
     static func underJobName(_ error: any Error) -> any Error {
         guard var error = error as? CrewError, error.jobName == JobBatch<J>.jobName else { return error }
         error.jobName = J.jobName
+        // The message may name the batch too ("… is not in the pool's job catalog").
+        error.message = error.message.replacing(JobBatch<J>.jobName, with: J.jobName)
         return error
     }
 
