@@ -310,6 +310,27 @@ import Testing
         let replay = machine.workerReady(2, now: at(1))
         #expect(replay.contains { if case .dispatch(2, _, "Update", _, _, _) = $0 { true } else { false } })
     }
+
+    /// A broadcast's replay runs under the broadcast's timeout (it ran with none: a replay that
+    /// hung kept its worker starting up for ever, a worker the group never replaced), and one
+    /// that exceeds it is a failure to start, which counts toward the group's give-up.
+    @Test func aReplayThatExceedsTheBroadcastsTimeoutIsAFailureToStart() {
+        var machine = Machine(
+            groups: [Group(kind: .process, minimum: 2, maximum: 2)], startFailureLimit: 1, startFailureCooldown: .seconds(5))
+        _ = machine.start(now: at(0))
+        _ = machine.workerReady(1, now: at(0))
+        _ = machine.addInitJob(.init(name: "Update", payload: [1], timeout: .seconds(1)))
+        let replay = machine.workerReady(2, now: at(1))
+        let replayed: (jobID: UInt64, timeout: Duration?)? = replay.lazy.compactMap {
+            if case .dispatch(2, let jobID, "Update", _, let timeout, _) = $0 { (jobID, timeout) } else { nil }
+        }.first
+        #expect(replayed?.timeout == .seconds(1))
+        guard let jobID = replayed?.jobID else { return }
+        #expect(killed(machine.timeoutExpired(jobID: jobID, after: .seconds(1), now: at(1_001))) == [2])
+        let exit = machine.workerExited(2, termination: .signaled(9), stderrTail: nil, now: at(1_002))
+        #expect(retries(exit) == [at(1_002) + .seconds(5)])  // the group gave up, for its cool-down
+        #expect(spawnedWorkers(exit).isEmpty)
+    }
 }
 
 extension PoolPolicyMachineTests {
