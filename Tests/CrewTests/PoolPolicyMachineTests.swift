@@ -331,6 +331,22 @@ import Testing
         #expect(retries(exit) == [at(1_002) + .seconds(5)])  // the group gave up, for its cool-down
         #expect(spawnedWorkers(exit).isEmpty)
     }
+
+    /// Lowering a group's maximum to 0 during a drain fails the jobs only it could take; if they
+    /// were all the drain waited for, it is over then (shutdown waited for an unrelated event,
+    /// or for its drain timeout when none came).
+    @Test func jobsFailedBySetLimitsDuringADrainEndIt() {
+        var machine = Machine(groups: [
+            Group(kind: .process, minimum: 0, maximum: 1, tags: ["a"]),
+            Group(kind: .process, minimum: 1, maximum: 1),
+        ])
+        _ = machine.start(now: at(0))
+        _ = machine.submit(request(1, .tag("a")), now: at(0))  // its worker is starting
+        #expect(!machine.beginShutdown(cancelPending: false).contains { if case .drained = $0 { true } else { false } })
+        let lowered = machine.setLimits(group: 0, minimum: 0, maximum: 0, now: at(1))
+        #expect(resumed(lowered) == [1: "noEligibleWorker"])
+        #expect(lowered.contains { if case .drained = $0 { true } else { false } })
+    }
 }
 
 extension PoolPolicyMachineTests {

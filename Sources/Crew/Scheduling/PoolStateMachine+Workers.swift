@@ -305,6 +305,8 @@ extension PoolStateMachine {
         let overflowed = overflow.filter(predicate)
         overflow.removeAll(where: predicate)
         for request in overflowed { actions.append(.resume(request.waiter, .failure(error(request)))) }
+        // They may have been the last thing a drain waited for.
+        if !doomed.isEmpty || !overflowed.isEmpty { checkDrained(&actions) }
     }
 
     // MARK: Shutdown
