@@ -13,6 +13,7 @@ public enum TestJobs {
         PlainPoint.self, WeightedTotal.self, RetriedCrashOnce.self, RetriedSleep.self, RefuseNegative.self,
         FailUntilTicket.self, SpawnSleeper.self, FailWithLongMessage.self, ListDepth.self, PrivateJobName.self,
         ThrowsCancellationError.self, FailWhileDescribed.self, RefuseNegativeAtLength.self, WriteToStderr.self,
+        TouchOrFail.self,
     ]
 }
 
@@ -496,5 +497,18 @@ public struct WriteToStderr: Job {
     public func run(in context: JobContext) async throws -> Int {
         var text = text
         return text.withUTF8 { write(2, $0.baseAddress, $0.count) }
+    }
+}
+
+/// Creates the file at `path` and returns 1, or throws without touching anything if `fails`:
+/// which jobs of a chunk ran shows on disk.
+public struct TouchOrFail: Job {
+    public var path: String
+    public var fails: Bool
+    public init(path: String, fails: Bool = false) { self.path = path; self.fails = fails }
+    public func run(in context: JobContext) async throws -> Int {
+        if fails { throw TestFailure(reason: "asked to fail") }
+        close(open(path, O_CREAT | O_WRONLY, 0o600))
+        return 1
     }
 }

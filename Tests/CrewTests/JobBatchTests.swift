@@ -1,26 +1,36 @@
 @testable import Crew
 import CrewTestJobs
+import Glibc
 import Logging
 import Testing
 
 @Suite struct JobBatchTests {
     let context = JobContext(workerID: 1, jobID: 1, processID: 1, logger: Logger(label: "test"))
 
-    @Test func failuresKeepTheirPlaceAmongTheOutputs() async throws {
+    @Test func aBatchStopsAtItsFirstFailure() async throws {
         let batch = JobBatch(jobs: [Picky(1), Picky(2), Picky(3)])
         let result = try await batch.run(in: context)
-        #expect(result.outputs == [1, 2, 3])
-        let mixed = BatchResult<Int>(outputs: [10, 30], failures: [.init(index: 1, type: "E", message: "second")])
-        let outcomes = try #require(mixed.outcomes(count: 3))
-        #expect(try outcomes[0].get() == 10)
-        #expect(throws: CrewError.self) { try outcomes[1].get() }
-        #expect(try outcomes[2].get() == 30)
-        #expect(mixed.outcomes(count: 4) == nil)
-        #expect(BatchResult<Int>(outputs: [1], failures: [.init(index: 5, type: "", message: "")]).outcomes(count: 2) == nil)
+        #expect(result.outputs == [1, 2, 3] && result.failure == nil)
+        let first = temporaryPath("batch-unit-first"), last = temporaryPath("batch-unit-last")
+        defer { unlink(first); unlink(last) }
+        let jobs = [TouchOrFail(path: first), TouchOrFail(path: "", fails: true), TouchOrFail(path: last)]
+        let failing = try await JobBatch(jobs: jobs).run(in: context)
+        #expect(failing.outputs == [1])
+        #expect(failing.failure?.index == 1 && failing.failure?.message.contains("asked to fail") == true)
+        #expect(access(first, F_OK) == 0 && access(last, F_OK) != 0)
+    }
+
+    @Test func aBatchAnswerMustFitItsJobs() {
+        let ended = BatchResult<Int>(outputs: [10], failure: .init(index: 1, type: "E", message: "second"))
+        #expect(ended.outcome(count: 3)?.outputs == [10])
+        #expect(ended.outcome(count: 3)?.failure?.code == .jobFailed)
+        #expect(ended.outcome(count: 1) == nil)  // a failure past the last job
+        #expect(BatchResult<Int>(outputs: [1], failure: .init(index: 5, type: "", message: "")).outcome(count: 8) == nil)
+        #expect(BatchResult<Int>(outputs: [1, 2], failure: nil).outcome(count: 3) == nil)
     }
 
     @Test func aBatchRoundTripsThroughTheCodecWithItsOutputsAsOneBlock() throws {
-        let result = BatchResult<Int>(outputs: Array(0..<1000), failures: [])
+        let result = BatchResult<Int>(outputs: Array(0..<1000), failure: nil)
         let bytes = try BinaryEncoder().encode(result)
         let decoded = try BinaryDecoder().decode(BatchResult<Int>.self, from: bytes)
         #expect(decoded.outputs == result.outputs)
@@ -45,6 +55,23 @@ extension ProcessTests {
                 #expect(error?.remoteErrorType?.hasSuffix("TestFailure") == true)
                 let echoed = try await pool.run(Echo(5))
                 #expect(echoed == 5)
+            }
+        }
+
+        /// The map ends at the first failure and cancels what still runs; the jobs after the
+        /// failure in its own chunk ran all the same (outputs thrown away, side effects done).
+        @Test func aChunkStopsAtItsFirstFailure() async throws {
+            let before = temporaryPath("batch-before"), after = temporaryPath("batch-after")
+            defer { unlink(before); unlink(after) }
+            try await withTestPool(1) { pool in
+                let jobs = [TouchOrFail(path: before), TouchOrFail(path: "", fails: true), TouchOrFail(path: after)]
+                var outputs: [Int] = []
+                await expectCrewError(.jobFailed) {
+                    for try await output in pool.map(jobs, chunkSize: 3) { outputs.append(output) }
+                }
+                #expect(outputs == [1])
+                #expect(access(before, F_OK) == 0)
+                #expect(access(after, F_OK) != 0)
             }
         }
     }

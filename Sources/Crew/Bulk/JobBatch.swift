@@ -27,7 +27,11 @@ struct JobBatch<Element: Job>: Job {
                 do {
                     result.outputs.append(try await jobs[index].run(in: context))
                 } catch {
-                    result.failures.append(Self.failure(error, at: index, first: result.failures.isEmpty))
+                    // The map ends at its first failure and cancels what is still running: the
+                    // chunk's later jobs do not run (their outputs would be thrown away, and
+                    // their side effects would happen for nothing).
+                    result.failure = Self.failure(error, at: index)
+                    break
                 }
                 index += 1
             }
@@ -38,16 +42,15 @@ struct JobBatch<Element: Job>: Job {
     }
 
     /// A job's failure as the batch reports it. In a worker process its text is cut, as a lone
-    /// job's is, so that errors alone never make the batch's answer too large for a frame (which
-    /// would fail the whole chunk with `unencodableOutput`): the first failure, the only one the
-    /// caller sees (the map ends there), may take half a frame, later ones a few hundred bytes.
-    private static func failure(_ error: any Error, at index: Int, first: Bool) -> BatchResult<Element.Output>.Failure {
+    /// job's is, so that it never makes the batch's answer too large for a frame (which would
+    /// fail the whole chunk with `unencodableOutput`): it may take half a frame.
+    private static func failure(_ error: any Error, at index: Int) -> BatchResult<Element.Output>.Failure {
         let type = String(reflecting: Swift.type(of: error))
         let message = String(describing: error)
         let limit = Crew.servedMaxFrameSize.load(ordering: .relaxed)
         guard limit != .max else { return .init(index: index, type: type, message: message) }
-        let fittedType = WorkerServer.fitted(type, within: first ? 4_096 : 256)
-        let room = first ? max(256, min(1 << 20, (limit - 512) / 2 - fittedType.utf8.count)) : 256
+        let fittedType = WorkerServer.fitted(type, within: 4_096)
+        let room = max(256, min(1 << 20, (limit - 512) / 2 - fittedType.utf8.count))
         return .init(index: index, type: fittedType, message: WorkerServer.fitted(message, within: room))
     }
 }
@@ -59,8 +62,9 @@ final class CancellationFlag: Sendable {
     func set() { flag.store(true, ordering: .relaxed) }
 }
 
-/// A batch's outcome: the outputs of the jobs that succeeded, in order, and the failures with
-/// their positions. (Outputs travel as one array, so arrays of numbers go out as one block.)
+/// A batch's outcome: the outputs of the jobs that succeeded, in order, up to the first job
+/// that failed, if one did (the batch stops there). (Outputs travel as one array, so arrays of
+/// numbers go out as one block.)
 struct BatchResult<Output: Codable & Sendable>: Codable, Sendable {
     struct Failure: Codable, Sendable {
         var index: Int
@@ -68,27 +72,14 @@ struct BatchResult<Output: Codable & Sendable>: Codable, Sendable {
         var message: String
     }
     var outputs: [Output] = []
-    var failures: [Failure] = []
+    var failure: Failure?
 
-    /// One outcome per job, in order; nil if the counts do not add up.
-    func outcomes(count: Int) -> [Result<Output, CrewError>]? {
-        guard outputs.count + failures.count == count else { return nil }
-        var results: [Result<Output, CrewError>] = []
-        results.reserveCapacity(count)
-        var nextOutput = 0
-        var nextFailure = 0
-        for index in 0..<count {
-            if nextFailure < failures.count && failures[nextFailure].index == index {
-                let failure = failures[nextFailure]
-                results.append(.failure(CrewError(.jobFailed, failure.message, remoteErrorType: failure.type)))
-                nextFailure += 1
-            } else if nextOutput < outputs.count {
-                results.append(.success(outputs[nextOutput]))
-                nextOutput += 1
-            } else {
-                return nil
-            }
-        }
-        return nextFailure == failures.count ? results : nil
+    /// The outputs, and the failure that ended the batch as a `jobFailed` error; nil if the
+    /// result does not fit a batch of `count` jobs (every job's output, or the outputs before
+    /// the failing job and its failure).
+    func outcome(count: Int) -> (outputs: [Output], failure: CrewError?)? {
+        guard let failure else { return outputs.count == count ? (outputs, nil) : nil }
+        guard failure.index == outputs.count, failure.index < count else { return nil }
+        return (outputs, CrewError(.jobFailed, failure.message, remoteErrorType: failure.type))
     }
 }

@@ -13,8 +13,9 @@ extension WorkerPool {
     /// ```
     ///
     /// The sequence throws the first failure in input order (after yielding every output before
-    /// it, including those of the failed job's chunk) and cancels the jobs still running; ending
-    /// the iteration early cancels them too. A failure of a whole chunk (its worker dies, it times
+    /// it, including those of the failed job's chunk) and cancels the jobs still running (the
+    /// failed job's chunk runs none of its jobs after it); ending the iteration early cancels
+    /// them too. A failure of a whole chunk (its worker dies, it times
     /// out, it cannot be encoded, one of its jobs cannot be decoded in the worker, or its outputs
     /// exceed the maximum frame size) takes the outputs of the chunk's jobs with it.
     ///
@@ -61,7 +62,8 @@ extension WorkerPool {
     /// (completion order), as an async sequence. Same lazy, bounded input as `map` over a sequence.
     ///
     /// The sequence throws the first failure it meets (after the outputs that finished before it,
-    /// including those of the failed job's chunk) and cancels the jobs still running.
+    /// including those of the failed job's chunk) and cancels the jobs still running (the
+    /// failed job's chunk runs none of its jobs after it).
     @inlinable
     public func mapUnordered<Jobs: Sequence & Sendable>(
         _ jobs: Jobs, maxInFlight: Int? = nil, chunkSize: Int = 1, priority: JobPriority = .normal, timeout: Duration? = nil
@@ -298,23 +300,16 @@ struct BulkRunner<J: Job>: Sendable {
     }
 
     /// What a chunk's batch yields: its outputs up to its first failure, and that failure.
-    /// Throws if the batch's outputs and failures do not add up to its jobs.
+    /// Throws if the batch's answer does not fit its jobs.
     private func yield(of chunk: [J], _ result: BatchResult<J.Output>) throws -> Yield {
-        if result.failures.isEmpty && result.outputs.count == chunk.count { return Yield(outputs: result.outputs, failure: nil) }
-        guard let outcomes = result.outcomes(count: chunk.count) else {
-            throw CrewError(.undecodableOutput, "a chunk of \(chunk.count) jobs returned \(result.outputs.count) outputs and \(result.failures.count) failures",
-                            jobName: J.jobName)
+        guard let (outputs, failure) = result.outcome(count: chunk.count) else {
+            throw CrewError(
+                .undecodableOutput,
+                "a chunk of \(chunk.count) jobs returned \(result.outputs.count) outputs and \(result.failure.map { "a failure at \($0.index)" } ?? "no failure")",
+                jobName: J.jobName)
         }
-        var outputs: [J.Output] = []
-        for outcome in outcomes {
-            switch outcome {
-            case .success(let output):
-                outputs.append(output)
-            case .failure(var error):
-                error.jobName = J.jobName
-                return Yield(outputs: outputs, failure: error)
-            }
-        }
-        return Yield(outputs: outputs, failure: nil)
+        var named = failure
+        named?.jobName = J.jobName
+        return Yield(outputs: outputs, failure: named)
     }
 }
