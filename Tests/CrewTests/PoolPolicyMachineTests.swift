@@ -260,6 +260,22 @@ import Testing
         #expect(spawned(check).isEmpty)
     }
 
+    /// A group gives up after `startFailureLimit` workers in a row failed to start, having
+    /// started that many: a worker stopped for failing to start (its setup job failed, its
+    /// handshake was refused) used to be replaced at once, before its exit was counted, so the
+    /// group started one more only to give up as it exited.
+    @Test func aGroupThatGivesUpStartedNoMoreWorkersThanItsLimit() {
+        var machine = Machine(groups: [Group(kind: .process, minimum: 1, maximum: 1)], startFailureLimit: 2)
+        var spawns = spawnedWorkers(machine.start(now: at(0)))
+        for round in 0..<2 {
+            let worker = spawns.last!
+            spawns += spawnedWorkers(machine.startFailed(worker, message: "refused", now: at(UInt64(round * 10))))
+            spawns += spawnedWorkers(machine.workerExited(worker, termination: .exited(1), stderrTail: nil, now: at(UInt64(round * 10 + 1))))
+        }
+        #expect(spawns == [1, 2])
+        #expect(machine.startFailures[0] != nil)  // given up
+    }
+
     @Test func workersThatFailAfterTheirGroupGaveUpScheduleNoMoreRetries() {
         var machine = Machine(
             groups: [Group(kind: .process, minimum: 3, maximum: 3)], startFailureLimit: 2, startFailureCooldown: .seconds(5))

@@ -169,6 +169,9 @@ extension PoolStateMachine {
         workers[workerID] = worker
         removeFreeSlots(of: workerID)
         actions.append(release ? .release(workerID: workerID) : .kill(workerID: workerID))
+        // A worker that failed to start is replaced once its exit has been counted: replaced
+        // now, a group that gives up would start one worker more than its limit for nothing.
+        if case .startFailed = reason { return }
         replenish(now: now, &actions)
     }
 
