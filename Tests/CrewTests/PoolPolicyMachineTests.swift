@@ -437,3 +437,25 @@ extension PoolPolicyMachineTests {
         #expect(machine.workers.keys.sorted() == [1, 2])
     }
 }
+
+extension PoolPolicyMachineTests {
+    /// Callers waiting for room get into the queue as soon as there is room: also when the jobs
+    /// admitted first go straight to free slots and leave the queue empty again. A job
+    /// submitted later must not take that room and start before them.
+    @Test func callersWaitingForRoomFillTheQueueAgainAfterAdmittedJobsStartAtOnce() {
+        var machine = Machine(groups: [Group(kind: .process, minimum: 1, maximum: 1, jobsPerWorker: 2)], maxQueued: 1)
+        _ = machine.start(now: at(0))
+        _ = machine.submit(request(1), now: at(0))  // queued: its worker is starting
+        for id: UInt64 in 2...4 { #expect(machine.submit(request(id), now: at(0)).isEmpty) }  // waiting for room
+        // Two slots: job 1 from the queue, job 2 admitted from the overflow and started at once.
+        #expect(dispatched(machine.workerReady(1, now: at(1))).map(\.job) == [1, 2])
+        // The queue is empty again: job 3 gets in, job 4 still waits for room.
+        #expect(machine.queued.keys.sorted() == [3])
+        #expect(machine.overflowCount == 1)
+        // A later job waits for room too, behind 3 and 4.
+        #expect(machine.submit(request(5), now: at(2)).isEmpty)
+        #expect(dispatched(machine.jobEnded(1, on: 1, done, now: at(3))!).map(\.job) == [3])
+        #expect(dispatched(machine.jobEnded(2, on: 1, done, now: at(4))!).map(\.job) == [4])
+        #expect(dispatched(machine.jobEnded(3, on: 1, done, now: at(5))!).map(\.job) == [5])
+    }
+}

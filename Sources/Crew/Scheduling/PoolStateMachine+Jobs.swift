@@ -236,12 +236,16 @@ extension PoolStateMachine {
 
     private mutating func admitOverflow(now: MonotonicTime, _ actions: inout [Action]) {
         guard !overflow.isEmpty, let maxQueued else { return }
-        var admitted = false
-        while !overflow.isEmpty && queued.count < maxQueued {
-            enqueue(overflow.removeFirst())
-            admitted = true
+        // Jobs admitted may go to free slots at once and leave room again: admit more then.
+        var admitted = true
+        while admitted {
+            admitted = false
+            while !overflow.isEmpty && queued.count < maxQueued {
+                enqueue(overflow.removeFirst())
+                admitted = true
+            }
+            if admitted { matchQueued(now: now, &actions) }
         }
-        if admitted { matchQueued(now: now, &actions) }
         // Callers still waiting for room whose job a free worker takes at once (the limit is on
         // jobs that wait; with maxQueued 0, this is the only way in).
         // A request leaves the overflow before it is placed: placing it may retire its worker
