@@ -459,3 +459,29 @@ extension PoolPolicyMachineTests {
         #expect(dispatched(machine.jobEnded(3, on: 1, done, now: at(5))!).map(\.job) == [5])
     }
 }
+
+extension PoolPolicyMachineTests {
+    /// Jobs that lowering a group's maximum fails make room in the queue: a caller waiting for
+    /// room gets in at once ("however it came"), ahead of a job submitted after it.
+    @Test func roomMadeBySetLimitsGoesToTheCallersWaitingForIt() {
+        var machine = Machine(
+            groups: [
+                Group(kind: .process, minimum: 1, maximum: 1),
+                Group(kind: .process, minimum: 1, maximum: 1, tags: ["t"]),
+            ],
+            maxQueued: 1)
+        _ = machine.start(now: at(0))
+        _ = machine.workerReady(1, now: at(0))
+        _ = machine.workerReady(2, now: at(0))
+        #expect(dispatched(machine.submit(request(1, .tag("t")), now: at(0))).map(\.worker) == [2])
+        #expect(dispatched(machine.submit(request(2), now: at(0))).map(\.worker) == [1])
+        #expect(machine.submit(request(3, .tag("t")), now: at(0)).isEmpty)  // queued: the queue is full
+        #expect(machine.submit(request(4), now: at(0)).isEmpty)  // waits for room
+        // No worker may carry "t" any more: job 3 fails, and job 4 takes its place in the queue.
+        #expect(resumed(machine.setLimits(group: 1, minimum: 0, maximum: 0, now: at(1))) == [3: "noEligibleWorker"])
+        #expect(machine.queued.keys.sorted() == [4])
+        #expect(machine.overflowCount == 0)
+        #expect(machine.submit(request(5), now: at(2)).isEmpty)  // waits for room, behind 4
+        #expect(dispatched(machine.jobEnded(2, on: 1, done, now: at(3))!).map(\.job) == [4])
+    }
+}

@@ -140,8 +140,10 @@ extension PoolStateMachine {
         if groups[index].idleTimeout != nil, activeCount(inGroup: index) > minimum {
             for id in workers.keys.sorted() where workers[id]!.group == index { scheduleIdleCheck(id, now: now, &actions) }
         }
-        replenish(now: now, &actions)
+        // Jobs no worker can take any more fail first: the room they leave in the queue goes to
+        // callers waiting for it when replenishing dispatches.
         failUnservable(&actions)
+        replenish(now: now, &actions)
         return actions
     }
 
