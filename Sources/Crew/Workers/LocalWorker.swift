@@ -48,7 +48,9 @@ final class LocalWorker: WorkerHandle {
             if state.exited { return false }
             // Its cancel came first: the job does not run at all.
             if state.earlyCancels.take(jobID) { return true }
-            state.tasks[jobID] = Task(executorPreference: executor) { [self] in
+            // Detached: a task created here would inherit the task-local values (and priority)
+            // of whichever task dispatches the job, often another caller's job that just ended.
+            state.tasks[jobID] = Task.detached(executorPreference: executor) { [self] in
                 let result: Result<JobOutput, CrewError>
                 do {
                     result = .success(.value(try await run(context)))
