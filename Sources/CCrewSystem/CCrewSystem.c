@@ -18,8 +18,35 @@ int ccrew_set_thread_name(const char *name) {
     return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
 }
 
+/// `fd`, or a close-on-exec copy of it numbered 4 or above (stored in `*copy` for the caller to
+/// close) when it is one of the numbers the child's file actions overwrite (0, 2, 3; 1 is moved
+/// too, for simplicity).
+static int ccrew_above_child_fds(int fd, int *copy) {
+    if (fd > 3) return fd;
+    *copy = fcntl(fd, F_DUPFD_CLOEXEC, 4);
+    return *copy;
+}
+
+static int ccrew_spawn_with(pid_t *pid, const char *path, char *const argv[], char *const envp[],
+                            int channel_fd, int stderr_fd);
+
 int ccrew_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *const envp[],
                        int channel_fd, int stderr_fd) {
+    // A process without its standard descriptors (a daemon) gets 0 to 3 for new ones, and the
+    // file actions below would then overwrite one source with another (the channel copied onto
+    // fd 3 where the stderr pipe was), or dup2(3, 3), which keeps close-on-exec. Copies above 3
+    // avoid both.
+    int channel_copy = -1, stderr_copy = -1;
+    channel_fd = ccrew_above_child_fds(channel_fd, &channel_copy);
+    stderr_fd = ccrew_above_child_fds(stderr_fd, &stderr_copy);
+    int rc = (channel_fd < 0 || stderr_fd < 0) ? errno : ccrew_spawn_with(pid, path, argv, envp, channel_fd, stderr_fd);
+    if (channel_copy >= 0) close(channel_copy);
+    if (stderr_copy >= 0) close(stderr_copy);
+    return rc;
+}
+
+static int ccrew_spawn_with(pid_t *pid, const char *path, char *const argv[], char *const envp[],
+                            int channel_fd, int stderr_fd) {
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attr;
     int rc = posix_spawn_file_actions_init(&actions);
@@ -28,8 +55,7 @@ int ccrew_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *c
     if (rc != 0) { posix_spawn_file_actions_destroy(&actions); return rc; }
 
     // dup2 clears FD_CLOEXEC on the target, so fd 3 and fd 2 survive the exec while the
-    // originals (close-on-exec) do not. dup2(fd, fd) would keep CLOEXEC, so the callers never
-    // pass 2 or 3 here (they are freshly made descriptors, always > 3 in a running process).
+    // originals (close-on-exec, and above 3: see ccrew_spawn_worker) do not.
     if ((rc = posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)) != 0) goto out;
     if ((rc = posix_spawn_file_actions_adddup2(&actions, channel_fd, 3)) != 0) goto out;
     if ((rc = posix_spawn_file_actions_adddup2(&actions, stderr_fd, 2)) != 0) goto out;

@@ -22,9 +22,13 @@ if arguments.count >= 3 && arguments[1] == "own-pool", let count = Int(arguments
     fflush(nil)
     while true { try await Task.sleep(for: .seconds(60)) }
 }
-if arguments.count >= 2 && arguments[1] == "pool-without-std-fds" {
-    // Started with descriptors 0, 1 and 2 closed (as some daemons run): a pool whose worker
-    // writes to its stderr must still work. The exit status is the only answer (no stdout).
+if arguments.count >= 2 && arguments[1] == "pool-with-low-fds" {
+    // Started with descriptors 0 to 3 open, which it closes once the concurrency runtime has
+    // made its own (above them): the pool's first descriptors are then numbered 0 to 3, as in a
+    // daemon that closed its standard ones. A pool whose worker writes to its stderr must still
+    // work. The exit status is the only answer (stdout is gone).
+    try await Task.sleep(for: .milliseconds(10))
+    for fd: Int32 in 0...3 { close(fd) }
     do {
         let pool = try WorkerPool(.processes(1), jobs: TestJobs.catalog)
         var right = true

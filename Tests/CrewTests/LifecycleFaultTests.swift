@@ -192,17 +192,18 @@ private func pipeDescriptors() -> [String] {
 }
 
 extension ProcessTests.LifecycleFaults {
-    /// A process may be started with descriptors 0, 1 and 2 closed (some daemons are). Spawning
-    /// copies the worker's channel onto its fd 3 and its stderr pipe onto fd 2, which goes wrong
-    /// if the pool's own descriptors are numbered 3 or below. (Passing coverage: in a Swift
-    /// process, the concurrency runtime's epoll and event descriptors take the free numbers
-    /// first, so the pool's start at 3 or above here.)
-    @Test func aPoolWorksInAProcessStartedWithoutStandardDescriptors() async throws {
+    /// A process may run with its standard descriptors closed (some daemons do). Its pool's
+    /// first descriptors are then numbered 0 to 3, and spawning a worker wired them over each
+    /// other: the channel was copied onto fd 3, where the stderr pipe's write end was, before
+    /// that was copied onto fd 2, so the worker's stderr was its channel, and a job writing to
+    /// stderr broke the protocol (or with the channel's own end at 3, the worker had none).
+    /// The driver closes 0 to 3 itself, after the concurrency runtime made its descriptors.
+    @Test func aPoolWorksInAProcessWhoseLowDescriptorsAreFree() async throws {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
-        for fd: Int32 in [0, 1, 2] { posix_spawn_file_actions_addclose(&actions, fd) }
+        posix_spawn_file_actions_addopen(&actions, 3, "/dev/null", O_RDONLY, 0)  // so the runtime's go above
         var pid: pid_t = 0
-        let argv: [UnsafeMutablePointer<CChar>?] = ["CrewTestWorker", "pool-without-std-fds"].map { (word: String) in word.withCString { strdup($0) } } + [nil]
+        let argv: [UnsafeMutablePointer<CChar>?] = ["CrewTestWorker", "pool-with-low-fds"].map { (word: String) in word.withCString { strdup($0) } } + [nil]
         defer { argv.forEach { free($0) } }
         let rc = posix_spawn(&pid, testWorkerPath, &actions, nil, argv, environ)
         posix_spawn_file_actions_destroy(&actions)

@@ -14,7 +14,8 @@ int ccrew_set_thread_name(const char *name);
 /// Spawns `path` with `argv` and `envp`. The child gets `channel_fd` as fd 3 and `stderr_fd` as
 /// fd 2, /dev/null as stdin, the parent's stdout, an empty signal mask and default dispositions
 /// for the signals the parent may have changed (SIGPIPE, SIGTERM, SIGINT, SIGCHLD, SIGUSR1/2).
-/// Every other descriptor must be close-on-exec in the parent. Returns 0 or an errno value.
+/// Every other descriptor must be close-on-exec in the parent. Both may have any numbers (a process
+/// without its standard descriptors gets low ones). Returns 0 or an errno value.
 int ccrew_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *const envp[],
                        int channel_fd, int stderr_fd);
 
