@@ -93,6 +93,11 @@ public struct CrewError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The local error behind this one, if any (a decoding error, a system call failure).
     public var underlying: (any Error)?
 
+    /// What every call gets once the pool shuts down.
+    static func takesNoNewJobs(jobName: String? = nil, underlying: (any Error)? = nil) -> CrewError {
+        CrewError(.poolShutDown, "the pool is shut down and takes no new jobs", jobName: jobName, underlying: underlying)
+    }
+
     /// Creates an error.
     public init(
         _ code: Code,

@@ -151,7 +151,7 @@ final class PoolCore: Sendable {
     func prepareBroadcast(name: String, payload: JobPayload, timeout: Duration?) throws(CrewError) -> (targets: [Int], replay: Int) {
         try state.withLock { state throws(CrewError) in
             guard state.machine.lifecycle == .running else {
-                throw CrewError(.poolShutDown, "the pool is shut down and takes no new jobs", jobName: name)
+                throw .takesNoNewJobs(jobName: name)
             }
             let replay = state.machine.addInitJob(.init(name: name, payload: payload, timeout: timeout))
             return (state.machine.broadcastTargets, replay)

@@ -239,7 +239,7 @@ public final class WorkerPool: Sendable {
             return try body()
         } catch {
             guard core.isShuttingDown else { throw error }
-            throw CrewError(.poolShutDown, "the pool is shut down and takes no new jobs", underlying: error)
+            throw CrewError.takesNoNewJobs(underlying: error)
         }
     }
 

@@ -317,11 +317,8 @@ final class WorkerServer: Sendable {
         jobID: UInt64, name: String, result: Result<[UInt8], JobEntry.Failure>, cancelled: Bool, maxFrameSize: Int
     ) -> WorkerMessage {
         func failure(_ kind: FailureKind, _ error: any Error, _ message: String) -> WorkerMessage {
-            // An error may describe itself at any length: cut its text to leave the frame room,
-            // or the pool would take the oversized frame for a broken protocol and kill us.
-            let errorType = fitted(String(reflecting: type(of: error)), within: 4_096)
-            let room = max(256, min(1 << 20, maxFrameSize - 512 - errorType.utf8.count))
-            return .failure(jobID: jobID, kind: kind, errorType: errorType, message: fitted(message, within: room))
+            let (errorType, text) = fittedFailure(error, message, within: maxFrameSize)
+            return .failure(jobID: jobID, kind: kind, errorType: errorType, message: text)
         }
         switch result {
         case .success(let bytes):
@@ -334,6 +331,15 @@ final class WorkerServer: Sendable {
         case .failure(.unencodableOutput(let error)):
             return failure(.unencodableOutput, error, "cannot encode the output of \(name): \(error)")
         }
+    }
+
+    /// An error's type name and `message`, cut to leave room in a frame of `frameSize` bytes: an
+    /// error may describe itself at any length, and the pool takes an oversized frame for a
+    /// broken protocol and kills the worker.
+    static func fittedFailure(_ error: any Error, _ message: String, within frameSize: Int) -> (type: String, message: String) {
+        let type = fitted(String(reflecting: Swift.type(of: error)), within: 4_096)
+        let room = max(256, min(1 << 20, frameSize - 512 - type.utf8.count))
+        return (type, fitted(message, within: room))
     }
 
     /// `text`, or its beginning and a note of its length if it takes more than `limit` bytes.

@@ -45,13 +45,10 @@ struct JobBatch<Element: Job>: Job {
     /// job's is, so that it never makes the batch's answer too large for a frame (which would
     /// fail the whole chunk with `unencodableOutput`): it may take half a frame.
     private static func failure(_ error: any Error, at index: Int) -> BatchResult<Element.Output>.Failure {
-        let type = String(reflecting: Swift.type(of: error))
-        let message = String(describing: error)
         let limit = Crew.servedMaxFrameSize.load(ordering: .relaxed)
-        guard limit != .max else { return .init(index: index, type: type, message: message) }
-        let fittedType = WorkerServer.fitted(type, within: 4_096)
-        let room = max(256, min(1 << 20, (limit - 512) / 2 - fittedType.utf8.count))
-        return .init(index: index, type: fittedType, message: WorkerServer.fitted(message, within: room))
+        guard limit != .max else { return .init(index: index, type: String(reflecting: Swift.type(of: error)), message: "\(error)") }
+        let (type, message) = WorkerServer.fittedFailure(error, String(describing: error), within: limit / 2)
+        return .init(index: index, type: type, message: message)
     }
 }
 

@@ -6,8 +6,7 @@ extension PoolStateMachine {
     /// A caller submits a job.
     mutating func submit(_ request: Request, now: MonotonicTime) -> [Action] {
         guard lifecycle == .running else {
-            return [.resume(request.waiter, .failure(CrewError(
-                .poolShutDown, "the pool is shut down and takes no new jobs", jobName: request.name)))]
+            return [.resume(request.waiter, .failure(.takesNoNewJobs(jobName: request.name)))]
         }
         if let error = unservable(request.requirement, name: request.name) {
             return [.resume(request.waiter, .failure(error))]
@@ -15,7 +14,10 @@ extension PoolStateMachine {
         if let maxQueued, queued.count >= maxQueued {
             // The limit is on jobs that wait: one that a free worker takes at once does not.
             var actions: [Action] = []
-            if placeWithoutQueueing(request, now: now, &actions) { return actions }
+            if let (workerID, group) = takeFreeSlot(for: request.requirement) {
+                assign(request, to: workerID, group: group, now: now, &actions)
+                return actions
+            }
             guard request.waitsForRoom else {
                 return actions + [.resume(request.waiter, .failure(CrewError(
                     .queueFull, "the queue holds its maximum of \(maxQueued) jobs", jobName: request.name)))]
@@ -134,25 +136,23 @@ extension PoolStateMachine {
         if !unmatchedHeld.isEmpty { heldSlots.append(contentsOf: unmatchedHeld.reversed()) }
     }
 
-    /// Hands a job that would have to wait in a full queue straight to a free slot that can take
-    /// it, one where it starts at once first; false if there is none. No queued job is overtaken:
-    /// a queued job that could use the slot would have been matched with it already.
-    private mutating func placeWithoutQueueing(_ request: Request, now: MonotonicTime, _ actions: inout [Action]) -> Bool {
-        let workerID: Int
-        if let index = lastSlot(in: freeSlots, taking: request.requirement) {
-            workerID = freeSlots.remove(at: index)
-        } else if let index = lastSlot(in: heldSlots, taking: request.requirement) {
-            workerID = heldSlots.remove(at: index)
-        } else {
-            return false
-        }
-        assign(request, to: workerID, group: workers[workerID]!.group, now: now, &actions)
-        return true
+    /// Takes a free slot for a job that would have to wait in a full queue, one where it starts
+    /// at once first: the slot's worker and its group, or nil if no free slot can take the job.
+    /// No queued job is overtaken: a queued job that could use the slot would have been matched
+    /// with it already.
+    private mutating func takeFreeSlot(for requirement: Requirement) -> (workerID: Int, group: Int)? {
+        if let (index, group) = lastSlot(in: freeSlots, taking: requirement) { return (freeSlots.remove(at: index), group) }
+        if let (index, group) = lastSlot(in: heldSlots, taking: requirement) { return (heldSlots.remove(at: index), group) }
+        return nil
     }
 
-    /// The index of the last of `slots` whose worker may take a job with this requirement now.
-    private func lastSlot(in slots: [Int], taking requirement: Requirement) -> Int? {
-        slots.lastIndex { group(takingJobsFor: requirement, workerID: $0) != nil }
+    /// The last of `slots` whose worker may take a job with this requirement now: its index, and
+    /// the worker's group.
+    private func lastSlot(in slots: [Int], taking requirement: Requirement) -> (index: Int, group: Int)? {
+        for index in slots.indices.reversed() {
+            if let group = group(takingJobsFor: requirement, workerID: slots[index]) { return (index, group) }
+        }
+        return nil
     }
 
     /// The worker's group, if the worker takes jobs now and may take one with this requirement.
@@ -252,9 +252,8 @@ extension PoolStateMachine {
         // (its last job), which looks at the overflow again and must not find it there.
         var index = 0
         while index < overflow.count && !(freeSlots.isEmpty && heldSlots.isEmpty) {
-            let requirement = overflow[index].requirement
-            if lastSlot(in: freeSlots, taking: requirement) != nil || lastSlot(in: heldSlots, taking: requirement) != nil {
-                _ = placeWithoutQueueing(overflow.remove(at: index), now: now, &actions)
+            if let (workerID, group) = takeFreeSlot(for: overflow[index].requirement) {
+                assign(overflow.remove(at: index), to: workerID, group: group, now: now, &actions)
             } else {
                 index += 1
             }
