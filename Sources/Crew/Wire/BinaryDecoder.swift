@@ -735,8 +735,9 @@ final class BinaryDecodingState: Decoder {
             elementCount: elements.count, kind: elements.kind, path: ref)
     }
 
-    func tooDeep(_ path: [any CodingKey]) -> DecodingError {
-        .dataCorrupted(.init(codingPath: path, debugDescription: "Values nest more than \(BinaryFormat.maxDepth) deep."))
+    /// The error for input nested past a bound: values past `maxDepth`, or containers past theirs.
+    func tooDeep(_ path: [any CodingKey], _ what: String = "Values", limit: Int = BinaryFormat.maxDepth) -> DecodingError {
+        .dataCorrupted(.init(codingPath: path, debugDescription: "\(what) nest more than \(limit) deep."))
     }
 
     /// Decodes the value at `position` (of `kind`) as a `T`, nested under `key` in a container
@@ -802,11 +803,7 @@ final class BinaryDecodingState: Decoder {
     /// encoder's bound on open containers, each a key of the path), so that every value the
     /// encoder writes decodes (a recursive enum takes two keys a level: its case and its field).
     func checkNestingDepth(_ ref: BinaryPathRef, _ key: any CodingKey) throws {
-        guard pathLength(ref) < 2 * BinaryFormat.maxDepth else { throw containersTooDeep(codingPath(ref) + [key]) }
-    }
-
-    func containersTooDeep(_ path: [any CodingKey]) -> DecodingError {
-        .dataCorrupted(.init(codingPath: path, debugDescription: "Containers nest more than \(2 * BinaryFormat.maxDepth) deep."))
+        guard pathLength(ref) < 2 * BinaryFormat.maxDepth else { throw tooDeep(codingPath(ref) + [key], "Containers", limit: 2 * BinaryFormat.maxDepth) }
     }
 
     /// A decoder for the value at `position`, under `key` in a container whose path is `ref`,
@@ -814,7 +811,7 @@ final class BinaryDecodingState: Decoder {
     func superDecoder(at position: Int, kind: UInt8, key: any CodingKey, path ref: BinaryPathRef) throws -> any Decoder {
         // Decoding through super decoders recurses without `decodeNested`: bound it by the path,
         // as the encoder bounds super encoders (see `checkNestingDepth`).
-        guard pathLength(ref) < 2 * BinaryFormat.maxDepth else { throw containersTooDeep(codingPath(ref) + [key]) }
+        guard pathLength(ref) < 2 * BinaryFormat.maxDepth else { throw tooDeep(codingPath(ref) + [key], "Containers", limit: 2 * BinaryFormat.maxDepth) }
         return BinarySuperDecoder(state: Unmanaged.passUnretained(self), position: position, kind: kind, path: nestedPath(ref, key))
     }
 }
