@@ -16,7 +16,7 @@ struct BenchCommand: AsyncParsableCommand {
         // The subcommands are hidden helpers; without this the usage line would promise one.
         usage: "crew bench [--quick] [--json <path>] [--only <text>]",
         discussion: "Run from a release build (swift build -c release). Each figure is the median of 5 repetitions (3 with --quick) after a warm-up.",
-        subcommands: [EchoPeerCommand.self, OneShotCommand.self]
+        subcommands: [EchoPeerCommand.self, OneShotCommand.self, RowPeerCommand.self]
     )
 
     @Flag(help: "Less work per figure (3 repetitions, smaller counts): a smoke test, not a measurement.")

@@ -92,11 +92,19 @@ func readFully(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> 
     return true
 }
 
-/// Writes exactly `count` bytes from `buffer` with blocking `write`; false on an error.
+/// Writes exactly `count` bytes from `buffer` with blocking writes; false on an error.
+///
+/// A socket is written with `send(MSG_NOSIGNAL)`, so that a peer that died makes the write fail
+/// rather than raise SIGPIPE, which would end the whole benchmark; anything else with `write`.
 func writeFully(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Bool {
     var done = 0
+    var socket = true
     while done < count {
-        let n = write(fd, buffer + done, count - done)
+        var n = socket ? send(fd, buffer + done, count - done, Int32(MSG_NOSIGNAL)) : write(fd, buffer + done, count - done)
+        if n < 0 && socket && errno == ENOTSOCK {
+            socket = false
+            n = write(fd, buffer + done, count - done)
+        }
         if n > 0 { done += n } else if n < 0 && errno == EINTR { continue } else { return false }
     }
     return true

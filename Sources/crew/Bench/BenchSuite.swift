@@ -62,6 +62,9 @@ enum BenchSuite {
             FigureSpec(key: "mandelbrot_2_workers_s", unit: "s", explanation: "  the same on 2 process workers"),
             FigureSpec(key: "mandelbrot_taskgroup_2_s", unit: "s", explanation: "  the same in-process, TaskGroup of 2 (no pool)"),
             FigureSpec(key: "mandelbrot_2_workers_parent_cpu_ms", unit: "ms", explanation: "  CPU the parent used per 2-worker render, all threads (info)"),
+            FigureSpec(key: "mandelbrot_floor_1_process_s", unit: "s", explanation: "  raw limit: 1 plain process fed rows over a socketpair, 16 ahead, no pool (info)"),
+            FigureSpec(key: "mandelbrot_floor_2_processes_s", unit: "s", explanation: "  the same with 2 plain processes (info)"),
+            FigureSpec(key: "mandelbrot_floor_2_parent_cpu_ms", unit: "ms", explanation: "  CPU the parent used per 2-process raw render (info)"),
             FigureSpec(key: "mandelbrot_2_workers_8_per_message_s", unit: "s", explanation: "  2 workers, 8 rows (8 jobs) per message (info)"),
         ], measure: MandelbrotBenchmarks.speedup),
         Benchmark(title: "start-up", figures: [

@@ -25,6 +25,10 @@ enum MandelbrotBenchmarks {
     static func speedup(_ settings: BenchSettings) async throws -> [String: [Double]] {
         let geometry = settings.mandelbrot
         let reference = checksum(await renderInProcess(geometry, concurrency: 2))  // also the warm-up
+        let floorOne = try MandelbrotFloor(geometry, peers: 1)
+        defer { floorOne.stop() }
+        let floorTwo = try MandelbrotFloor(geometry, peers: 2)
+        defer { floorTwo.stop() }
         return try await withBenchPool(MandelbrotCommand.workers(1)) { one in
             try await withBenchPool(MandelbrotCommand.workers(2)) { two in
                 try await withBenchPool(MandelbrotCommand.workers(2)) { twoBatched in
@@ -36,6 +40,9 @@ enum MandelbrotBenchmarks {
                         Variant(key: "mandelbrot_2_workers_s") {
                             try await MandelbrotCommand.renderRows(on: two, geometry, workers: 2)
                         },
+                        // The raw limit of one message per row (info).
+                        Variant(key: "mandelbrot_floor_1_process_s") { try await floorOne.render() },
+                        Variant(key: "mandelbrot_floor_2_processes_s") { try await floorTwo.render() },
                         // The same jobs, 8 rows per message: what the per-message cost is (info).
                         Variant(key: "mandelbrot_2_workers_8_per_message_s") {
                             try await MandelbrotCommand.renderRows(on: twoBatched, geometry, workers: 2, rowsPerMessage: 8)
@@ -50,8 +57,8 @@ enum MandelbrotBenchmarks {
                             let cpuStart = processCPUSeconds()
                             let rows = try await variant.render()
                             times[variant.key, default: []].append(seconds(since: start))
-                            if variant.key == "mandelbrot_2_workers_s" {
-                                times["mandelbrot_2_workers_parent_cpu_ms", default: []].append((processCPUSeconds() - cpuStart) * 1000)
+                            if let cpuKey = Self.parentCPUKeys[variant.key] {
+                                times[cpuKey, default: []].append((processCPUSeconds() - cpuStart) * 1000)
                             }
                             guard checksum(rows) == reference else { throw BenchError("\(variant.key) rendered a different image") }
                         }
@@ -61,6 +68,12 @@ enum MandelbrotBenchmarks {
             }
         }
     }
+
+    /// The renders whose parent CPU is a figure too, and that figure's key.
+    private static let parentCPUKeys = [
+        "mandelbrot_2_workers_s": "mandelbrot_2_workers_parent_cpu_ms",
+        "mandelbrot_floor_2_processes_s": "mandelbrot_floor_2_parent_cpu_ms",
+    ]
 
     /// CPU time this process has used (user and system, all threads; not its workers').
     static func processCPUSeconds() -> Double {
