@@ -66,7 +66,7 @@ final class PoolCore: Sendable {
 
     /// Runs `change` on the machine under the lock, then performs its actions.
     private func update(_ change: (inout Machine) -> [Machine.Action]) {
-        perform(state.withLock { (change(&$0.machine), $0.handles) })
+        perform(locked { (change(&$0.machine), $0.handles) })
     }
 
     // MARK: Introspection
@@ -169,9 +169,40 @@ final class PoolCore: Sendable {
 
     // MARK: Performing actions
 
-    private func perform(_ work: (actions: [Machine.Action], handles: [Int: any WorkerHandle])) {
-        let (actions, handles) = work
-        sendDispatches(actions, handles)
+    /// What a change under the lock left to do: its actions, the worker handles as they were,
+    /// and the workers whose jobs it enqueued.
+    private struct Work {
+        var actions: [Machine.Action]
+        var handles: [Int: any WorkerHandle]
+        var senders: [any WorkerHandle]
+    }
+
+    /// Runs `change` under the lock and, still holding it, enqueues the jobs it dispatched at
+    /// their workers, so that each worker receives its jobs in the order the machine assigned
+    /// them even when several threads send at once (see ``PendingDispatches``).
+    private func locked(
+        _ change: (inout State) -> (actions: [Machine.Action], handles: [Int: any WorkerHandle])
+    ) -> Work {
+        state.withLock { state in
+            let (actions, handles) = change(&state)
+            var senders: [any WorkerHandle] = []
+            for action in actions {
+                guard case .dispatch(let workerID, let jobID, let name, let payload, _, let announceStart) = action,
+                      let handle = handles[workerID] else { continue }
+                handle.enqueue(DispatchedJob(jobID: jobID, name: name, payload: payload, announceStart: announceStart))
+                if !senders.contains(where: { $0 === handle }) { senders.append(handle) }
+            }
+            return Work(actions: actions, handles: handles, senders: senders)
+        }
+    }
+
+    /// Hands the enqueued jobs over first (one write per process worker: an answer that frees a
+    /// slot often lets several held jobs go at once), then performs the other actions in order.
+    /// Other actions never need to precede a dispatch: a worker that is killed or released gets
+    /// no jobs.
+    private func perform(_ work: Work) {
+        let (actions, handles) = (work.actions, work.handles)
+        for handle in work.senders { handle.sendEnqueued() }
         for action in actions {
             switch action {
             case .dispatch(_, let jobID, _, _, let timeout, _):
@@ -225,24 +256,6 @@ final class PoolCore: Sendable {
                 for waiter in waiters { waiter.resume() }
             }
         }
-    }
-
-    /// Hands out the dispatched jobs first, each worker's in one batch (one write for a process
-    /// worker: an answer that frees a slot often lets several held jobs go at once), before the
-    /// callers are resumed. Other actions never need to precede a dispatch: a worker that is
-    /// killed or released gets no jobs.
-    private func sendDispatches(_ actions: [Machine.Action], _ handles: [Int: any WorkerHandle]) {
-        var batches: [(workerID: Int, jobs: [DispatchedJob])] = []
-        for action in actions {
-            guard case .dispatch(let workerID, let jobID, let name, let payload, _, let announceStart) = action else { continue }
-            let job = DispatchedJob(jobID: jobID, name: name, payload: payload, announceStart: announceStart)
-            if let index = batches.firstIndex(where: { $0.workerID == workerID }) {
-                batches[index].jobs.append(job)
-            } else {
-                batches.append((workerID, [job]))
-            }
-        }
-        for batch in batches { handles[batch.workerID]?.dispatch(batch.jobs) }
     }
 
     /// A running job's timers, one of each kind.
@@ -299,7 +312,7 @@ final class PoolCore: Sendable {
             let worker = LocalWorker(id: workerID, kind: group.kind, logger: logger, events: LocalWorkerEvents(
                 jobEnded: { [self] jobID, result in
                     var timers: [Supervisor.TimerID] = []
-                    perform(state.withLock { state in
+                    perform(locked { state in
                         let now = MonotonicTime.now()
                         let actions = Self.endJob(jobID, on: workerID, result, &state, now: now, timers: &timers)
                             ?? state.machine.protocolViolation(workerID, message: "an answer for job \(jobID), which it does not hold", now: now)
@@ -358,7 +371,7 @@ final class PoolCore: Sendable {
     /// the worker does not hold is a protocol violation.
     private func workerReported(_ workerID: Int, processID: Int32?, _ messages: [WorkerMessage]) {
         var timers: [Supervisor.TimerID] = []
-        perform(state.withLock { state in
+        perform(locked { state in
             let now = MonotonicTime.now()
             var actions: [Machine.Action] = []
             for message in messages {
@@ -403,7 +416,7 @@ final class PoolCore: Sendable {
 
     private func workerExited(_ workerID: Int, termination: CrewError.Termination?, stderrTail: String?) {
         var timers: [Supervisor.TimerID] = []
-        perform(state.withLock { state in
+        perform(locked { state in
             let expected: Bool = if case .stopping = state.machine.workers[workerID]?.phase { true } else { false }
             if !expected, let termination {
                 logger.warning("crew: worker \(workerID) died: \(termination)")

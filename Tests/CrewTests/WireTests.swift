@@ -253,4 +253,24 @@ import Synchronization
         #expect(jobs.filter { $0 != 100 }.sorted() == [0, 1])
         outbox.closeDescriptor()
     }
+
+    /// A send that writes nothing (its jobs were sent by another thread already) must not
+    /// leave the outbox believing a send is in progress: every later frame would wait for it.
+    @Test(.timeLimit(.minutes(1))) func aSendThatWritesNothingLeavesTheOutboxUsable() throws {
+        let (near, far) = try SystemIO.socketPair()
+        defer { close(far) }
+        let outbox = FrameOutbox(fd: near)
+        #expect(outbox.send { _ in })
+        #expect(outbox.send { $0.write(PoolMessage.run(jobID: 1, name: "Job", arguments: [], announceStart: false)) })
+        outbox.shutdownWriting()
+        var reader = FrameReader(maxFrameSize: 1 << 16)
+        var jobs: [UInt64] = []
+        while reader.append(from: far) > 0 {
+            while let message = try reader.nextPoolMessage() {
+                if case .run(let jobID, _, _, _) = message { jobs.append(jobID) }
+            }
+        }
+        #expect(jobs == [1])
+        outbox.closeDescriptor()
+    }
 }

@@ -38,13 +38,14 @@ final class FrameOutbox: Sendable {
         let first = state.withLock { state -> [UInt8]? in
             guard !state.closed else { return nil }
             build(&state.writer)
-            guard !state.flushing else { return [] }
+            // Another thread sends what is queued, or nothing is (`build` may write nothing).
+            guard !state.flushing, !state.writer.bytes.isEmpty else { return [] }
             state.flushing = true
             swap(&state.writer.bytes, &state.spare)
             return state.spare
         }
         guard var batch = first else { return false }
-        if batch.isEmpty { return true }  // another thread sends it
+        if batch.isEmpty { return true }
         var delivered = true
         while true {
             delivered = batch.withUnsafeBytes { SystemIO.sendAll(fd, $0) } && delivered

@@ -15,6 +15,7 @@ final class LocalWorker: WorkerHandle {
     private let executor: ThreadExecutor?
     private let events: LocalWorkerEvents
     private let logger: Logger
+    private let pending = PendingDispatches()
 
     private struct State: ~Copyable {
         var tasks: [UInt64: Task<Void, Never>] = [:]
@@ -32,8 +33,15 @@ final class LocalWorker: WorkerHandle {
         executor = kind == .thread ? ThreadExecutor(name: "crew-thread-\(id)") : nil
     }
 
-    func dispatch(_ jobs: [DispatchedJob]) {
-        for job in jobs { start(job.jobID, name: job.name, payload: job.payload) }
+    func enqueue(_ job: DispatchedJob) {
+        pending.append(job)
+    }
+
+    /// Starts the jobs enqueued so far. Two threads may start theirs in either order; it matters
+    /// less here than for a process worker: an in-process worker holds no jobs (no prefetch), so
+    /// every job's timeout starts with its dispatch anyway.
+    func sendEnqueued() {
+        for job in pending.take() { start(job.jobID, name: job.name, payload: job.payload) }
     }
 
     private func start(_ jobID: UInt64, name: String, payload: JobPayload) {

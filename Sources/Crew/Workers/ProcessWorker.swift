@@ -44,6 +44,7 @@ final class ProcessWorker: Sendable {
     private let forwardStderr: Bool
 
     private let outbox: FrameOutbox
+    private let pending = PendingDispatches()
     private struct ProcessState: ~Copyable {
         var reaped = false
         var stderrTail = StderrTail()
@@ -295,9 +296,15 @@ private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeM
 extension ProcessWorker: WorkerHandle {
     var processID: Int32? { pid }
 
-    func dispatch(_ jobs: [DispatchedJob]) {
+    func enqueue(_ job: DispatchedJob) {
+        pending.append(job)
+    }
+
+    func sendEnqueued() {
         outbox.send { writer in
-            for job in jobs {
+            // Taken under the outbox's lock: jobs enqueued after these are written after them,
+            // whichever thread writes them.
+            for job in pending.take() {
                 writer.write(PoolMessage.run(
                     jobID: job.jobID, name: job.name, arguments: job.payload.encoded ?? [], announceStart: job.announceStart))
             }

@@ -4,9 +4,14 @@ protocol WorkerHandle: AnyObject, Sendable {
     var id: Int { get }
     /// The worker's process, for process workers.
     var processID: Int32? { get }
-    /// Hands jobs to the worker, in order (a process worker sends them in one write); with
-    /// `announceStart`, the worker reports when it starts a job (it may hold the job first).
-    func dispatch(_ jobs: [DispatchedJob])
+    /// Records a job for the worker without handing it over. The pool calls it with its lock
+    /// held, so that a worker's jobs line up in the order the pool assigned them; it must not
+    /// block or call back into the pool. With `announceStart`, the worker reports when it starts
+    /// the job (it may hold the job first).
+    func enqueue(_ job: DispatchedJob)
+    /// Hands over every job enqueued so far, by any thread, in the order they were enqueued (a
+    /// process worker sends them in one write). The pool calls it after releasing its lock.
+    func sendEnqueued()
     /// Asks the worker to cancel a job (cooperatively).
     func cancel(jobID: UInt64)
     /// Ends the worker now: SIGKILL for a process; an in-process worker cancels its jobs and
@@ -17,6 +22,14 @@ protocol WorkerHandle: AnyObject, Sendable {
     /// Escalation for a released worker that lingers: SIGTERM for a process; an in-process
     /// worker cancels its jobs.
     func terminate()
+}
+
+extension WorkerHandle {
+    /// Enqueues `jobs` and hands them over.
+    func dispatch(_ jobs: [DispatchedJob]) {
+        for job in jobs { enqueue(job) }
+        sendEnqueued()
+    }
 }
 
 /// A job as the pool hands it to a worker.
