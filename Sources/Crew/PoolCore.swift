@@ -186,11 +186,14 @@ final class PoolCore: Sendable {
         state.withLock { state in
             let (actions, handles) = change(&state)
             var senders: [any WorkerHandle] = []
+            var lastWorkerID: Int?
             for action in actions {
                 guard case .dispatch(let workerID, let jobID, let name, let payload, _, let announceStart) = action,
                       let handle = handles[workerID] else { continue }
                 handle.enqueue(DispatchedJob(jobID: jobID, name: name, payload: payload, announceStart: announceStart))
-                if !senders.contains(where: { $0 === handle }) { senders.append(handle) }
+                // A worker's dispatches usually come together: compare with the last one first.
+                if workerID != lastWorkerID && !senders.contains(where: { $0.id == workerID }) { senders.append(handle) }
+                lastWorkerID = workerID
             }
             return Work(actions: actions, handles: handles, senders: senders)
         }

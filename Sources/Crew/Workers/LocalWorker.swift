@@ -41,7 +41,9 @@ final class LocalWorker: WorkerHandle {
     /// less here than for a process worker: an in-process worker holds no jobs (no prefetch), so
     /// every job's timeout starts with its dispatch anyway.
     func sendEnqueued() {
-        for job in pending.take() { start(job.jobID, name: job.name, payload: job.payload) }
+        let jobs = pending.take()
+        for job in jobs { start(job.jobID, name: job.name, payload: job.payload) }
+        pending.recycle(jobs)
     }
 
     private func start(_ jobID: UInt64, name: String, payload: JobPayload) {

@@ -9,20 +9,38 @@ import Synchronization
 /// order, and a worker holding jobs (prefetch) would run a later one first: the earlier job,
 /// whose timeout counts from its dispatch, could then time out waiting behind it.
 final class PendingDispatches: Sendable {
-    private let jobs = Mutex<[DispatchedJob]>([])
+    private struct State {
+        var jobs: [DispatchedJob] = []
+        /// An emptied array with room, handed back by ``recycle(_:)``: appending under the pool's
+        /// lock then rarely allocates.
+        var spare: [DispatchedJob] = []
+    }
+    private let state = Mutex(State())
 
     init() {}
 
     /// Called with the pool's lock held: only appends.
     func append(_ job: DispatchedJob) {
-        jobs.withLock { $0.append(job) }
+        state.withLock { $0.jobs.append(job) }
     }
 
-    /// Every job appended so far, oldest first; none is left behind.
+    /// Every job appended so far, oldest first; none is left behind. Hand the array back with
+    /// ``recycle(_:)`` once done with it.
     func take() -> [DispatchedJob] {
-        jobs.withLock { jobs in
-            defer { jobs = [] }
-            return jobs
+        state.withLock { state in
+            var taken = state.spare
+            state.spare = []
+            swap(&taken, &state.jobs)
+            return taken
+        }
+    }
+
+    /// Keeps `jobs`' storage, emptied, for the next appends.
+    func recycle(_ jobs: [DispatchedJob]) {
+        var jobs = jobs
+        jobs.removeAll(keepingCapacity: true)
+        state.withLock { state in
+            if state.spare.capacity < jobs.capacity { swap(&state.spare, &jobs) }
         }
     }
 }

@@ -304,7 +304,9 @@ extension ProcessWorker: WorkerHandle {
         outbox.send { writer in
             // Taken under the outbox's lock: jobs enqueued after these are written after them,
             // whichever thread writes them.
-            for job in pending.take() {
+            let jobs = pending.take()
+            defer { pending.recycle(jobs) }
+            for job in jobs {
                 writer.write(PoolMessage.run(
                     jobID: job.jobID, name: job.name, arguments: job.payload.encoded ?? [], announceStart: job.announceStart))
             }
