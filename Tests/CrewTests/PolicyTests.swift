@@ -421,6 +421,20 @@ extension ProcessTests {
             }
         }
 
+        /// A pool that may grow starts workers for a burst rather than stacking it in the held
+        /// slots of the one busy worker: three 300 ms jobs on `processes(1...3).prefetch(4)` run
+        /// on three workers, side by side.
+        @Test func aBurstStartsWorkersInsteadOfWaitingInHeldSlots() async throws {
+            try await withPool(Workers.processes(1...3).prefetch(4)) { pool in
+                _ = try await pool.run(Sleep(milliseconds: 0))  // the first worker is ready
+                async let a = pool.run(Sleep(milliseconds: 300))
+                async let b = pool.run(Sleep(milliseconds: 300))
+                async let c = pool.run(Sleep(milliseconds: 300))
+                let pids = try await [a, b, c]
+                #expect(Set(pids).count == 3, "the jobs ran on workers \(pids)")
+            }
+        }
+
         @Test func aCancelledHeldJobNeverRuns() async throws {
             let gate = temporaryPath("gate")
             defer { unlink(gate) }

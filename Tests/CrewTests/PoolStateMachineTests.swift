@@ -309,3 +309,42 @@ extension PoolStateMachineTests {
         #expect(machine.startFailures == [nil])
     }
 }
+
+extension PoolStateMachineTests {
+    /// Jobs wait in the pool, not in a busy worker's held (prefetch) slots, while workers may
+    /// start: with `processes(1...4).prefetch(8)`, a burst of 6 jobs starts three more workers
+    /// at once instead of queueing 6 in the first one. Once every worker is ready and the group
+    /// is at its maximum, held slots fill as before.
+    @Test func heldSlotsWaitUntilNoWorkerMayStart() {
+        var machine = Machine(groups: [.init(kind: .process, minimum: 1, maximum: 4, jobsPerWorker: 1, prefetch: 8)])
+        _ = machine.start(now: t0)
+        _ = machine.workerReady(1, now: t0)
+        var actions: [Machine.Action] = []
+        for id: UInt64 in 1...6 { actions += machine.submit(request(id), now: t0) }
+        #expect(dispatched(actions).map(\.job) == [1])  // the running slot only
+        #expect(spawnedWorkers(actions) == [2, 3, 4])  // one per waiting job, up to the maximum
+        #expect(machine.queuedCount == 5)
+
+        #expect(dispatched(machine.workerReady(2, now: t0)).map(\.job) == [2])
+        #expect(dispatched(machine.workerReady(3, now: t0)).map(\.job) == [3])
+        // The last worker ready: none may start now, so the held slots take the rest.
+        let last = dispatched(machine.workerReady(4, now: t0))
+        #expect(last.map(\.job) == [4, 5, 6])
+        #expect(last.first?.worker == 4)
+        #expect(machine.queuedCount == 0)
+    }
+
+    /// A caller that may not wait (`trySubmit`) still gets a held slot while workers may start:
+    /// refusing it with `queueFull` while a worker could hold it would be worse.
+    @Test func aCallerThatMayNotWaitStillTakesAHeldSlot() {
+        var machine = Machine(groups: [.init(kind: .process, minimum: 1, maximum: 2, jobsPerWorker: 1, prefetch: 1)], maxQueued: 0)
+        _ = machine.start(now: t0)
+        _ = machine.workerReady(1, now: t0)
+        #expect(dispatched(machine.submit(request(1), now: t0)).map(\.job) == [1])
+        var mayNotWait = request(2)
+        mayNotWait.waitsForRoom = false
+        let actions = machine.submit(mayNotWait, now: t0)
+        #expect(dispatched(actions).map(\.job) == [2])
+        #expect(resumed(actions).isEmpty)
+    }
+}

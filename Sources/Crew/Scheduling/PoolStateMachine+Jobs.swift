@@ -14,7 +14,7 @@ extension PoolStateMachine {
         if let maxQueued, queued.count >= maxQueued {
             // The limit is on jobs that wait: one that a free worker takes at once does not.
             var actions: [Action] = []
-            if let (workerID, group) = takeFreeSlot(for: request.requirement) {
+            if let (workerID, group) = takeFreeSlot(for: request.requirement, waitsForRoom: request.waitsForRoom) {
                 assign(request, to: workerID, group: group, now: now, &actions)
                 return actions
             }
@@ -109,19 +109,22 @@ extension PoolStateMachine {
     }
 
     /// Hands queued jobs to free slots: slots where a job starts at once first, held (prefetch)
-    /// slots only when none is left.
+    /// slots only when none is left and no worker may start or is starting (see
+    /// ``mayHoldJobs()``).
     private mutating func matchQueued(now: MonotonicTime, _ actions: inout [Action]) {
         // Stop as soon as the queue is empty: with many free slots (large prefetch), scanning
         // them all on every submit and every answer made each job cost O(slots).
         var unmatched: [Int] = []
         var unmatchedHeld: [Int] = []
+        var holdingAllowed: Bool?
         while !queued.isEmpty {
             let held: Bool
             let workerID: Int
             if let slot = freeSlots.popLast() {
                 (workerID, held) = (slot, false)
-            } else if let slot = heldSlots.popLast() {
-                (workerID, held) = (slot, true)
+            } else if !heldSlots.isEmpty, holdingAllowed ?? mayHoldJobs() {
+                holdingAllowed = true
+                (workerID, held) = (heldSlots.removeLast(), true)
             } else {
                 break
             }
@@ -140,10 +143,29 @@ extension PoolStateMachine {
     /// at once first: the slot's worker and its group, or nil if no free slot can take the job.
     /// No queued job is overtaken: a queued job that could use the slot would have been matched
     /// with it already.
-    private mutating func takeFreeSlot(for requirement: Requirement) -> (workerID: Int, group: Int)? {
+    ///
+    /// A held slot is taken for a caller that may not wait (`trySubmit`) in any case, and for one
+    /// that may only under the rule of ``mayHoldJobs()``.
+    private mutating func takeFreeSlot(for requirement: Requirement, waitsForRoom: Bool) -> (workerID: Int, group: Int)? {
         if let (index, group) = lastSlot(in: freeSlots, taking: requirement) { return (freeSlots.remove(at: index), group) }
+        guard !waitsForRoom || mayHoldJobs() else { return nil }
         if let (index, group) = lastSlot(in: heldSlots, taking: requirement) { return (heldSlots.remove(at: index), group) }
         return nil
+    }
+
+    /// Whether a job may go to a held (prefetch) slot, to wait in a busy worker: only while no
+    /// worker is starting and no group may start one. Otherwise the job waits in the pool,
+    /// where a worker that starts for it (or is starting) takes it; in a busy worker's slot it
+    /// would wait behind that worker's job while the new worker had nothing to do, and it would
+    /// not count as demand, so a pool of `processes(1...8).prefetch(32)` would let one worker
+    /// absorb 33 jobs before starting a second.
+    ///
+    /// The rule is pool-wide, not per requirement: while a group may still grow, jobs that only
+    /// another group's (full) workers can take wait in the pool too, without prefetch.
+    func mayHoldJobs() -> Bool {
+        if anyGroupBelowMaximum() { return false }
+        for index in workers.indices where workers.values[index].phase.isStartingUp { return false }
+        return true
     }
 
     /// The last of `slots` whose worker may take a job with this requirement now: its index, and
@@ -252,7 +274,7 @@ extension PoolStateMachine {
         // (its last job), which looks at the overflow again and must not find it there.
         var index = 0
         while index < overflow.count && !(freeSlots.isEmpty && heldSlots.isEmpty) {
-            if let (workerID, group) = takeFreeSlot(for: overflow[index].requirement) {
+            if let (workerID, group) = takeFreeSlot(for: overflow[index].requirement, waitsForRoom: true) {
                 assign(overflow.remove(at: index), to: workerID, group: group, now: now, &actions)
             } else {
                 index += 1
@@ -272,9 +294,11 @@ extension PoolStateMachine {
         for (requirement, heap) in keyedQueues { waitingByRequirement[requirement, default: 0] += heap.count - staleKeys[requirement, default: 0] }
         for request in overflow { waitingByRequirement[request.requirement, default: 0] += 1 }
         // Each starting worker's slots count once: for tagged jobs first (fewer workers can take
-        // them), then for jobs any worker can take.
+        // them), then for jobs any worker can take. Only the jobs a worker runs at once count:
+        // jobs wait in the pool rather than in a held slot while workers may start (see
+        // mayHoldJobs), so a starting worker takes only those when it is ready.
         var spare: [Int: Int] = [:]
-        for worker in workers.values where worker.phase.isStartingUp { spare[worker.id] = groups[worker.group].slotsPerWorker }
+        for worker in workers.values where worker.phase.isStartingUp { spare[worker.id] = groups[worker.group].jobsPerWorker }
         for requirement in waitingByRequirement.keys.filter({ $0 != .any }) + [.any] {
             if case .worker = requirement { continue }
             var waiting = waitingByRequirement[requirement] ?? 0
@@ -291,8 +315,8 @@ extension PoolStateMachine {
                     && activeCount(inGroup: index) < groups[index].maximum {
                     let id = nextWorkerID
                     spawn(group: index, now: now, &actions)
-                    let taken = min(groups[index].slotsPerWorker, waiting)
-                    spare[id] = groups[index].slotsPerWorker - taken
+                    let taken = min(groups[index].jobsPerWorker, waiting)
+                    spare[id] = groups[index].jobsPerWorker - taken
                     waiting -= taken
                 } else {
                     index += 1
