@@ -45,6 +45,12 @@ private func currentThreadName() -> String {
     return String(decoding: buffer[..<n].filter { $0 != 10 }, as: UTF8.self)
 }
 
+/// Whether `name` is a thread worker's thread's (`crew-t` and the worker's id).
+func isThreadWorkerThread(_ name: String) -> Bool {
+    let prefix = PosixThread.name(.jobs, worker: 0).dropLast()
+    return name.hasPrefix(prefix) && name.count > prefix.count && name.dropFirst(prefix.count).allSatisfy(\.isWholeNumber)
+}
+
 /// The names of this process's threads that thread workers run.
 private func crewThreadCount() -> Int {
     guard let dir = opendir("/proc/self/task") else { return -1 }
@@ -55,7 +61,7 @@ private func crewThreadCount() -> Int {
             String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
         }
         guard Int(name) != nil else { continue }
-        if readFile("/proc/self/task/\(name)/comm").hasPrefix("crew-thread-") { count += 1 }
+        if isThreadWorkerThread(readFile("/proc/self/task/\(name)/comm")[...].trimmed()) { count += 1 }
     }
     return count
 }
@@ -152,7 +158,7 @@ extension ProcessTests {
         @Test func threadJobsStayOnTheirOwnThreadAcrossEveryKindOfAwait() async throws {
             try await withPool(.threads(1)) { pool in
                 let trail = try await pool.run(ThreadTrail())
-                #expect(trail.allSatisfy { $0.hasPrefix("crew-thread-") }, "\(trail)")
+                #expect(trail.allSatisfy(isThreadWorkerThread), "\(trail)")
             }
         }
 
@@ -168,13 +174,13 @@ extension ProcessTests {
                     let c = try await pool.run(Context(), on: worker.id)
                     #expect(c[0] == "\(worker.id)")
                     #expect(c[2] == "\(getpid())")
-                    if worker.kind == .thread { #expect(c[3] == "crew-thread-\(worker.id)", "\(c)") }
-                    else { #expect(!c[3].hasPrefix("crew-thread-"), "\(c)") }
+                    if worker.kind == .thread { #expect(c[3] == PosixThread.name(.jobs, worker: worker.id), "\(c)") }
+                    else { #expect(!isThreadWorkerThread(c[3]), "\(c)") }
                 }
                 let io = try await pool.run(Context(), requiring: "io")
-                #expect(io[3].hasPrefix("crew-thread-"))
+                #expect(isThreadWorkerThread(io[3]))
                 let cheap = try await pool.run(Context(), requiring: "cheap")
-                #expect(!cheap[3].hasPrefix("crew-thread-"))
+                #expect(!isThreadWorkerThread(cheap[3]))
                 await expectCrewError(.noEligibleWorker) { try await pool.run(Context(), requiring: "gpu") }
                 await expectCrewError(.noEligibleWorker) { try await pool.run(Context(), on: 999) }
             }

@@ -48,7 +48,7 @@ extension ProcessTests {
         @Test func threadWorkersRunOnTheirOwnThreadsAndNeverBlockTheCooperativePool() async throws {
             try await withPool(.threads(3)) { pool in
                 let name = try await pool.run(ThreadName())
-                #expect(name.hasPrefix("crew-thread-"))
+                #expect(isThreadWorkerThread(name), "\(name)")
                 // Three blocking jobs occupy three threads of ours; the cooperative pool (as many
                 // threads as cores) keeps serving a ticker meanwhile.
                 let clock = ContinuousClock()
@@ -71,7 +71,7 @@ extension ProcessTests {
             let workers: Workers = [.threads(1, tags: ["io"]), .processes(1, tags: ["isolated"])]
             try await withPool(workers) { pool in
                 let onThread = try await pool.run(ThreadName(), requiring: "io")
-                #expect(onThread.hasPrefix("crew-thread-"))
+                #expect(isThreadWorkerThread(onThread), "\(onThread)")
                 let inProcess = try await pool.run(WhoAmI(), requiring: "isolated")
                 #expect(inProcess.pid != getpid())
                 await expectCrewError(.noEligibleWorker) { try await pool.run(Echo(1), requiring: "gpu") }

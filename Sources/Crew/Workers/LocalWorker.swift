@@ -30,7 +30,7 @@ final class LocalWorker: WorkerHandle {
         self.id = id
         self.events = events
         self.logger = logger
-        executor = kind == .thread ? ThreadExecutor(name: "crew-thread-\(id)") : nil
+        executor = kind == .thread ? ThreadExecutor(name: PosixThread.name(.jobs, worker: id)) : nil
     }
 
     func enqueue(_ job: DispatchedJob) {

@@ -125,8 +125,8 @@ final class ProcessWorker: Sendable {
 
     /// Starts the reader and stderr threads.
     func start(_ callbacks: Callbacks) {
-        PosixThread.start(name: "crew-stderr-\(id)") { [self] in stderrLoop() }.detach()
-        PosixThread.start(name: "crew-read-\(id)") { [self] in readLoop(callbacks) }.detach()
+        PosixThread.start(name: PosixThread.name(.stderr, worker: id)) { [self] in stderrLoop() }.detach()
+        PosixThread.start(name: PosixThread.name(.channel, worker: id)) { [self] in readLoop(callbacks) }.detach()
     }
 
     // MARK: Sending
