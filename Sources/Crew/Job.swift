@@ -84,6 +84,13 @@ public struct JobContext: Sendable {
     /// The process the job runs in.
     public var processID: Int32
 
+    /// The largest frame the job's answer goes back to its pool in: set by a worker process for
+    /// the jobs it serves, nil where the answer is a value that no frame carries (thread and
+    /// inline workers, and contexts made with the public initializer). A batch cuts the error
+    /// text it answers with to fit it. Per job, not per process: a job in a worker may start a
+    /// pool of its own, whose jobs answer differently.
+    var answerFrameSize: Int?
+
     /// The logger as given, and whether it still needs the job's metadata.
     private var baseLogger: Logger
     private var addsJobMetadata: Bool
@@ -111,16 +118,19 @@ public struct JobContext: Sendable {
         self.workerID = workerID
         self.jobID = jobID
         self.processID = processID
+        self.answerFrameSize = nil
         self.baseLogger = logger
         self.addsJobMetadata = false
     }
 
     /// A worker's context for one job: `logger` is the worker's, and the job's metadata is added
-    /// when the job reads it.
-    init(workerID: Int, jobID: UInt64, processID: Int32, workerLogger: Logger) {
+    /// when the job reads it; `answerFrameSize` is the largest frame its answer may take, nil if
+    /// the answer goes back as a value.
+    init(workerID: Int, jobID: UInt64, processID: Int32, workerLogger: Logger, answerFrameSize: Int?) {
         self.workerID = workerID
         self.jobID = jobID
         self.processID = processID
+        self.answerFrameSize = answerFrameSize
         self.baseLogger = workerLogger
         self.addsJobMetadata = true
     }

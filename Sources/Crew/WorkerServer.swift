@@ -28,9 +28,6 @@ public enum Crew {
     /// Set once ``serveIfWorker(_:logger:)`` serves (it clears the environment it was started with).
     private static let serving = Atomic<Bool>(false)
 
-    /// The largest frame the pool of this worker accepts, once it serves; `Int.max` otherwise.
-    static let servedMaxFrameSize = Atomic<Int>(.max)
-
     /// Serves jobs from `catalog` if this process is a worker a pool started, and never returns;
     /// does nothing and returns at once otherwise.
     ///
@@ -62,7 +59,6 @@ public enum Crew {
             ?? WireProtocol.defaultMaxFrameSize
         let concurrency = max(1, getenv(Environment.concurrency).flatMap { Int(String(cString: $0)) } ?? 1)
         serving.store(true, ordering: .relaxed)
-        servedMaxFrameSize.store(maxFrameSize, ordering: .relaxed)
         // Children this worker starts (a nested pool, a shell command) are not workers of ours.
         unsetenv(Environment.workerID)
         unsetenv(Environment.parentPID)
@@ -276,7 +272,8 @@ final class WorkerServer: Sendable {
         while true {
             // Announce it before it can finish, so the pool arms its timeout first.
             if job.announceStart { send(.started(jobID: job.jobID)) }
-            let context = JobContext(workerID: workerID, jobID: job.jobID, processID: processID, workerLogger: logger)
+            let context = JobContext(
+                workerID: workerID, jobID: job.jobID, processID: processID, workerLogger: logger, answerFrameSize: maxFrameSize)
             var result = await job.entry.run(job.arguments, context)
             if case .success(let bytes) = result, bytes.count + 64 > maxFrameSize {
                 result = .failure(.unencodableOutput(FrameTooLarge(size: bytes.count, limit: maxFrameSize)))

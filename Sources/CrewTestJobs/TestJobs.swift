@@ -13,7 +13,7 @@ public enum TestJobs {
         PlainPoint.self, WeightedTotal.self, RetriedCrashOnce.self, RetriedSleep.self, RefuseNegative.self,
         FailUntilTicket.self, SpawnSleeper.self, FailWithLongMessage.self, ListDepth.self, PrivateJobName.self,
         ThrowsCancellationError.self, FailWhileDescribed.self, RefuseNegativeAtLength.self, WriteToStderr.self,
-        TouchOrFail.self,
+        TouchOrFail.self, InProcessChunkFailure.self,
     ]
 }
 
@@ -487,6 +487,27 @@ public struct RefuseNegativeAtLength: Job {
     public func run(in context: JobContext) async throws -> Int {
         guard value >= 0 else { throw TestFailure(reason: String(repeating: "x", count: length)) }
         return value
+    }
+}
+
+/// Maps `RefuseNegativeAtLength` jobs in chunks on an in-process pool of its own, one of them
+/// failing with a message of `length` bytes; returns how many bytes of that message the map's
+/// error carries.
+public struct InProcessChunkFailure: Job {
+    public var length: Int
+    public var threads: Bool
+    public init(length: Int, threads: Bool) { self.length = length; self.threads = threads }
+    public func run(in context: JobContext) async throws -> Int {
+        let workers: Workers = threads ? .threads(1) : .inline(maxConcurrent: 1)
+        return try await WorkerPool.withPool(workers, jobs: TestJobs.catalog) { pool in
+            let jobs = [1, -2, 3].map { RefuseNegativeAtLength($0, length: length) }
+            do {
+                for try await _ in pool.map(jobs, chunkSize: 3) {}
+                return -1
+            } catch let error as CrewError {
+                return error.message.utf8.count
+            }
+        }
     }
 }
 

@@ -20,6 +20,20 @@ import Testing
         #expect(access(first, F_OK) == 0 && access(last, F_OK) != 0)
     }
 
+    /// A failure's text is cut to half the frame the context's answer travels in, and kept
+    /// whole when no frame carries it.
+    @Test func aBatchCutsAFailureToItsContextsAnswerFrame() async throws {
+        let jobs = [RefuseNegativeAtLength(1, length: 100_000), RefuseNegativeAtLength(-2, length: 100_000)]
+        let framed = JobContext(workerID: 1, jobID: 1, processID: 1, workerLogger: Logger(label: "test"), answerFrameSize: 64 * 1024)
+        let cut = try await JobBatch(jobs: jobs).run(in: framed)
+        #expect(cut.outputs == [1])
+        let message = try #require(cut.failure?.message)
+        #expect(message.utf8.count <= 32 * 1024 && message.contains("xxxx"))
+        #expect(try BinaryEncoder().encode(cut).count < 64 * 1024)
+        let whole = try await JobBatch(jobs: jobs).run(in: context)
+        #expect((whole.failure?.message.utf8.count ?? 0) >= 100_000)
+    }
+
     @Test func aBatchAnswerMustFitItsJobs() {
         let ended = BatchResult<Int>(outputs: [10], failure: .init(index: 1, type: "E", message: "second"))
         #expect(ended.outcome(count: 3)?.outputs == [10])
@@ -55,6 +69,19 @@ extension ProcessTests {
                 #expect(error?.remoteErrorType?.hasSuffix("TestFailure") == true)
                 let echoed = try await pool.run(Echo(5))
                 #expect(echoed == 5)
+            }
+        }
+
+        /// A worker cuts a chunk's error text to fit the frames of its own pool; a pool that a
+        /// job starts in the worker, of thread or inline workers, sends nothing through a frame,
+        /// and its chunks keep their errors whole (as its lone jobs do). The limit was process-wide
+        /// once the worker served, so the inner pool cut them to half the outer pool's frame.
+        @Test func anInProcessPoolInsideAWorkerKeepsItsChunksErrorsWhole() async throws {
+            try await withTestPool(1, { $0.maxFrameSize = 64 * 1024 }) { pool in
+                for threads in [true, false] {
+                    let kept = try await pool.run(InProcessChunkFailure(length: 100_000, threads: threads))
+                    #expect(kept >= 100_000, "threads: \(threads)")
+                }
             }
         }
 

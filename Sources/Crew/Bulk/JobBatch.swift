@@ -30,7 +30,7 @@ struct JobBatch<Element: Job>: Job {
                     // The map ends at its first failure and cancels what is still running: the
                     // chunk's later jobs do not run (their outputs would be thrown away, and
                     // their side effects would happen for nothing).
-                    result.failure = Self.failure(error, at: index)
+                    result.failure = Self.failure(error, at: index, frameSize: context.answerFrameSize)
                     break
                 }
                 index += 1
@@ -41,13 +41,14 @@ struct JobBatch<Element: Job>: Job {
         }
     }
 
-    /// A job's failure as the batch reports it. In a worker process its text is cut, as a lone
-    /// job's is, so that it never makes the batch's answer too large for a frame (which would
-    /// fail the whole chunk with `unencodableOutput`): it may take half a frame.
-    private static func failure(_ error: any Error, at index: Int) -> BatchResult<Element.Output>.Failure {
-        let limit = Crew.servedMaxFrameSize.load(ordering: .relaxed)
-        guard limit != .max else { return .init(index: index, type: String(reflecting: Swift.type(of: error)), message: "\(error)") }
-        let (type, message) = WorkerServer.fittedFailure(error, String(describing: error), within: limit / 2)
+    /// A job's failure as the batch reports it. When the batch's answer goes back in a frame of
+    /// at most `frameSize` bytes (the context's `answerFrameSize`: a process worker's), its text
+    /// is cut, as a lone job's is, so that it never makes the answer too large for the frame
+    /// (which would fail the whole chunk with `unencodableOutput`): it may take half a frame.
+    /// An answer that no frame carries (nil) keeps the whole text, as a lone job's error does.
+    private static func failure(_ error: any Error, at index: Int, frameSize: Int?) -> BatchResult<Element.Output>.Failure {
+        guard let frameSize else { return .init(index: index, type: String(reflecting: Swift.type(of: error)), message: "\(error)") }
+        let (type, message) = WorkerServer.fittedFailure(error, String(describing: error), within: frameSize / 2)
         return .init(index: index, type: type, message: message)
     }
 }

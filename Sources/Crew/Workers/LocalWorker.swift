@@ -51,7 +51,8 @@ final class LocalWorker: WorkerHandle {
             finish(jobID, .failure(CrewError(.unknownJobType, "the job has no in-process form", jobName: name, workerID: id)))
             return
         }
-        let context = JobContext(workerID: id, jobID: jobID, processID: getpid(), workerLogger: logger)
+        // The answer is a value (no frame), so nothing in it needs cutting to a frame's size.
+        let context = JobContext(workerID: id, jobID: jobID, processID: getpid(), workerLogger: logger, answerFrameSize: nil)
         let cancelledAlready = state.withLock { state -> Bool in
             // Killed before the dispatch arrived: the pool has failed the job with the worker
             // already, and no task may outlive the worker (a thread worker's thread is gone).
