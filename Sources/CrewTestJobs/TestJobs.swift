@@ -13,7 +13,7 @@ public enum TestJobs {
         PlainPoint.self, WeightedTotal.self, RetriedCrashOnce.self, RetriedSleep.self, RefuseNegative.self,
         FailUntilTicket.self, SpawnSleeper.self, FailWithLongMessage.self, ListDepth.self, PrivateJobName.self,
         ThrowsCancellationError.self, FailWhileDescribed.self, RefuseNegativeAtLength.self, WriteToStderr.self,
-        TouchOrFail.self, InProcessChunkFailure.self,
+        TouchOrFail.self, InProcessChunkFailure.self, GatedRefuse.self,
     ]
 }
 
@@ -531,5 +531,19 @@ public struct TouchOrFail: Job {
         if fails { throw TestFailure(reason: "asked to fail") }
         close(open(path, O_CREAT | O_WRONLY, 0o600))
         return 1
+    }
+}
+
+/// Waits (cooperatively cancellable) until the file at `gate` exists, if it has one, then returns
+/// its value, or throws a ``TestFailure`` if it is negative: a map's jobs that end in an order
+/// the test chooses.
+public struct GatedRefuse: Job {
+    public var value: Int
+    public var gate: String?
+    public init(_ value: Int, gate: String? = nil) { self.value = value; self.gate = gate }
+    public func run(in context: JobContext) async throws -> Int {
+        if let gate { while access(gate, F_OK) != 0 { try await Task.sleep(for: .milliseconds(5)) } }
+        guard value >= 0 else { throw TestFailure(reason: "refused \(value)") }
+        return value
     }
 }

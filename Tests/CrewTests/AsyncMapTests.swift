@@ -177,6 +177,33 @@ extension ProcessTests {
             }
         }
 
+        /// As over a plain sequence, nothing is read and nothing runs until the first `next()`;
+        /// an iterator dropped before it starts nothing and leaves no task behind.
+        @Test func anAsyncInputIsNotReadBeforeTheFirstNext() async throws {
+            try await withPool(.processes(1)) { pool in
+                let input = CountingAsyncJobs(count: 100, pulled: Recorder())
+                do {
+                    let iterator = pool.map(input, maxInFlight: 4).makeAsyncIterator()
+                    try await Task.sleep(for: .milliseconds(300))
+                    #expect(input.pulled.values.isEmpty)
+                    _ = iterator
+                }
+                try await Task.sleep(for: .milliseconds(300))
+                // Never read, not even its iterator made (which a feeder would hold).
+                #expect(input.pulled.values.isEmpty)
+                #expect(input.released.values.isEmpty)
+                #expect(pool.snapshot().workers.allSatisfy { $0.currentJobs.isEmpty })
+
+                let used = CountingAsyncJobs(count: 100, pulled: Recorder())
+                var iterator = pool.map(used, maxInFlight: 4).makeAsyncIterator()
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(used.pulled.values.isEmpty)
+                let first = try await iterator.next()
+                #expect(first == 1000)
+                #expect(!used.pulled.values.isEmpty)
+            }
+        }
+
         @Test func droppingTheIteratorStopsTheFeederAndTheJobs() async throws {
             try await withPool(.processes(2)) { pool in
                 let input = CountingAsyncJobs(count: .max, pulled: Recorder())

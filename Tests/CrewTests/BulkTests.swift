@@ -20,6 +20,23 @@ struct CountingJobs: Sequence, Sendable {
     }
 }
 
+/// An endless sequence of `GatedRefuse(index)` that counts how far it has been pulled: the first
+/// waits for `gate`, the one at `failing` fails.
+struct CountingGatedJobs: Sequence, Sendable {
+    let gate: String
+    let failing: Int
+    let pulled: Recorder
+
+    func makeIterator() -> AnyIterator<GatedRefuse> {
+        var next = 0
+        return AnyIterator {
+            defer { next += 1 }
+            pulled.append(next)
+            return GatedRefuse(next == failing ? -1 : next, gate: next == 0 ? gate : nil)
+        }
+    }
+}
+
 /// Waits until no worker holds a job and nothing is queued, then a little longer, so that the
 /// answers of every job have been delivered to their callbacks (no assertion depends on it:
 /// it only makes the situation under test, several finished chunks at once, certain).
@@ -336,6 +353,46 @@ extension ProcessTests {
                 var count = 0
                 for try await _ in pool.map((0..<10).map { RetriedSleep(milliseconds: $0) }, chunkSize: chunkSize) { count += 1 }
                 return count
+            }
+        }
+
+        /// Once a chunk has failed, an ordered map will end with its error, so it starts nothing
+        /// more, even while that chunk waits for earlier ones to be handed out: chunk 0 waits for
+        /// a gate while chunk 1 fails (alone, or in the middle of its chunk); when the gate opens,
+        /// chunk 0's outputs come out, then the error, and nothing past the first `maxInFlight`
+        /// chunks was ever pulled.
+        @Test(arguments: [1, 2])
+        func anOrderedMapStartsNothingOnceAChunkHasFailed(chunkSize: Int) async throws {
+            try await withPool(.processes(2)) { pool in
+                let gate = temporaryPath("failed-chunk-gate")
+                defer { unlink(gate) }
+                let pulled = Recorder()
+                // Chunk 0 waits for the gate; chunk 1 fails at its last job; then endless jobs.
+                let jobs = CountingGatedJobs(gate: gate, failing: 2 * chunkSize - 1, pulled: pulled)
+                let consumer = Task {
+                    var outputs: [Int] = []
+                    do {
+                        for try await output in pool.map(jobs, maxInFlight: 2, chunkSize: chunkSize) { outputs.append(output) }
+                    } catch {
+                        return (outputs, error as? CrewError)
+                    }
+                    return (outputs, nil)
+                }
+                // Chunk 1 has failed and its failure has reached the waiting consumer; chunk 0 waits.
+                #expect(await eventually(within: .seconds(20)) {
+                    let snapshot = pool.snapshot()
+                    return pulled.values.count == 2 * chunkSize && snapshot.workers.reduce(0) { $0 + $1.currentJobs.count } == 1
+                        && snapshot.queueDepth.values.allSatisfy { $0 == 0 }
+                })
+                try await Task.sleep(for: .milliseconds(300))
+                openGate(gate)
+                let (outputs, error) = await consumer.value
+                #expect(error?.code == .jobFailed)
+                #expect(error?.message.contains("refused -1") == true)
+                // Every output before the failed job, its own chunk's included.
+                #expect(outputs == Array(0..<(2 * chunkSize - 1)))
+                #expect(pulled.values == Array(0..<(2 * chunkSize)), "started chunks after the failure")
+                try await expectNothingLeftAndServing(pool)
             }
         }
 

@@ -5,13 +5,17 @@ public import Synchronization
 /// and hands out finished chunks in input or completion order. Dropping it cancels whatever
 /// still runs.
 ///
-/// Chunks arrive in a ``BulkMailbox``; the consumer moves them into the run's state and decodes
-/// their outputs, so the threads that end chunks never take the run's lock (held while the
-/// caller's input sequence is pulled) and never run the caller's code.
+/// Chunks arrive in a ``BulkMailbox``; the consumer decodes their outputs (outside the run's lock)
+/// and moves them into the run's state, so the threads that end chunks never take the run's lock
+/// (held while the caller's input sequence is pulled) and never run the caller's code. Decoding
+/// on arrival rather than on hand-out makes a failure inside a chunk known at once: from then on
+/// nothing more starts, and in input order the chunks after the failed one are cancelled (their
+/// outputs would never be handed out), while those before it run on.
 ///
 /// The input is a `Sequence`, pulled by whoever starts chunks, or an `AsyncSequence`, pulled by
 /// a feeder task that waits while the pool has no room: either way, at most `maxInFlight` chunks
-/// run or wait to be handed out, plus one chunk's worth of jobs read ahead.
+/// run or wait to be handed out, plus one chunk's worth of jobs read ahead. Either way nothing is
+/// pulled before the first ``nextChunk()``: the feeder starts then.
 ///
 /// It hands out whole chunks, not single outputs: the public iterators walk a chunk's outputs
 /// themselves, inlined into the caller's module, so an output costs an array read rather than a
@@ -75,8 +79,13 @@ final class BulkIterator<J: Job>: Sendable {
         @usableFromInline var feeder: Task<Void, Never>?
         /// The async input's own error: thrown once everything it delivered has been handed out.
         @usableFromInline var inputError: (any Error)?
-        /// A chunk failed, the consumer was cancelled, or the run was dropped: nothing more starts.
+        /// A failed chunk was handed out, the consumer was cancelled, or the run was dropped:
+        /// nothing more starts, and nothing still runs.
         @usableFromInline var failed = false
+        /// The chunk known to have failed that the consumer will meet first (the lowest index in
+        /// input order, the first to arrive in completion order): nothing more starts, and the
+        /// chunks running that would be handed out after it are cancelled.
+        @usableFromInline var failedChunk: Int?
         /// The consumer got the end or an error: further calls return nil.
         @usableFromInline var ended = false
     }
@@ -89,6 +98,9 @@ final class BulkIterator<J: Job>: Sendable {
     /// Where the feeder waits for room. It holds the iterator only weakly meanwhile, so dropping
     /// the iterator ends everything even while the feeder waits.
     @usableFromInline let gate = WakeGate()
+    /// Starts the feeder of an async input (nil for a sequence); called by the first
+    /// ``pullChunk(_:)``, under the lock, so that nothing is read before the first `nextChunk`.
+    @usableFromInline let makeFeeder: (@Sendable (BulkIterator<J>) -> Task<Void, Never>)?
 
     /// Runs the jobs that `pull` returns: up to so many at a time, fewer only at the end.
     /// `pull` is called under the run's lock only.
@@ -97,30 +109,33 @@ final class BulkIterator<J: Job>: Sendable {
         self.runner = runner
         self.ordered = ordered
         state = Mutex(State(input: .iterator(pull)))
+        makeFeeder = nil
     }
 
-    /// Runs the jobs of an async sequence, read by a feeder task.
+    /// Runs the jobs of an async sequence, read by a feeder task that the first `nextChunk`
+    /// starts (so an iterator dropped unused reads nothing and leaves no task).
     init<Jobs: AsyncSequence & Sendable>(_ jobs: Jobs, runner: BulkRunner<J>, ordered: Bool) where Jobs.Element == J {
         self.runner = runner
         self.ordered = ordered
         state = Mutex(State(input: .stream(ended: false)))
-        let gate = self.gate
-        let feeder = Task { [weak self] in
-            do {
-                for try await job in jobs {
-                    while true {
-                        // Only a weak reference across the wait below.
-                        guard let outcome = self?.offer(job), outcome != .stop else { return }
-                        if outcome == .accepted { break }
-                        await gate.wait()
+        makeFeeder = { run in
+            let gate = run.gate
+            return Task { [weak run] in
+                do {
+                    for try await job in jobs {
+                        while true {
+                            // Only a weak reference across the wait below.
+                            guard let outcome = run?.offer(job), outcome != .stop else { return }
+                            if outcome == .accepted { break }
+                            await gate.wait()
+                        }
                     }
+                    run?.inputEnded(nil)
+                } catch {
+                    run?.inputEnded(error)
                 }
-                self?.inputEnded(nil)
-            } catch {
-                self?.inputEnded(error)
             }
         }
-        state.withLock { $0.feeder = feeder }
     }
 
     deinit {
@@ -140,13 +155,18 @@ final class BulkIterator<J: Job>: Sendable {
         try await withTaskCancellationHandler {
             while true {
                 startChunks()
-                let arrivals = mailbox.take()
+                var arrivals = mailbox.take()
+                // Decoded here, on the consumer's thread, outside the lock.
+                for position in arrivals.indices {
+                    arrivals[position].result = runner.decoded(arrivals[position].result, count: arrivals[position].count)
+                }
                 var cancelled: [BulkRunner<J>.Handle] = []
                 let (taken, error, done) = state.withLock { state -> ((jobs: [J], outcome: BulkRunner<J>.Outcome)?, (any Error)?, Bool) in
-                    for (index, result) in arrivals {
+                    for (index, _, result) in arrivals {
                         guard let entry = state.running.removeValue(forKey: index) else { continue }
                         state.finished[index] = result.map { (entry.jobs, $0) }
                         if !ordered { state.arrivals.append(index) }
+                        if Self.isFailure(result) { cancelled += stopStarting(failed: index, &state) }
                     }
                     if state.ended { return (nil, nil, true) }
                     if let (index, result) = takeFinished(&state) {
@@ -174,10 +194,10 @@ final class BulkIterator<J: Job>: Sendable {
                 for handle in cancelled { runner.cancel(handle) }
                 if let error { throw error }
                 if let taken {
-                    // Decoded here, on the consumer's thread, outside the lock.
+                    // Decoded on arrival already: this only unwraps it.
                     let yield: BulkRunner<J>.Yield
                     do {
-                        yield = try runner.outputs(of: taken.jobs, taken.outcome)
+                        yield = try runner.outputs(count: taken.jobs.count, taken.outcome)
                     } catch {
                         failAndCancel(ending: true)
                         throw error
@@ -220,6 +240,40 @@ final class BulkIterator<J: Job>: Sendable {
         state.feeder?.cancel()
         gate.open()
         return state.running.values.map(\.handle)
+    }
+
+    /// Whether a chunk (decoded) failed, whole or at one of its jobs.
+    @inlinable
+    static func isFailure(_ result: Result<BulkRunner<J>.Outcome, any Error>) -> Bool {
+        switch result {
+        case .failure: true
+        case .success(.decoded(let yield)): yield.failure != nil
+        case .success(.answer): false
+        }
+    }
+
+    /// A chunk is known to have failed: the run will end with the first such failure the consumer
+    /// meets, so nothing more starts (nor is read), and the chunks that would be handed out after
+    /// it are cancelled: in input order those after it (the ones before it must still yield their
+    /// outputs), in completion order all that still run (they would arrive after it). Returns
+    /// them, for the caller to cancel after unlocking.
+    @inlinable
+    func stopStarting(failed index: Int, _ state: inout State) -> [BulkRunner<J>.Handle] {
+        if let known = state.failedChunk, !ordered || known <= index { return [] }
+        state.failedChunk = index
+        state.feeder?.cancel()
+        gate.open()
+        var doomed: [BulkRunner<J>.Handle] = []
+        for (running, entry) in state.running where isDoomed(running, state) { doomed.append(entry.handle) }
+        return doomed
+    }
+
+    /// Whether chunk `index` will never be handed out, so that it should not run.
+    @inlinable
+    func isDoomed(_ index: Int, _ state: borrowing State) -> Bool {
+        if state.failed { return true }
+        guard let failedChunk = state.failedChunk else { return false }
+        return !ordered || index > failedChunk
     }
 
     /// Whether the feeder may still deliver jobs (so an empty pool is not the end).
@@ -278,13 +332,15 @@ final class BulkIterator<J: Job>: Sendable {
         }) else { return false }
         // The callback holds the mailbox, not this object: a reader thread never ends the run.
         let mailbox = self.mailbox
-        let handle = runner.start(chunk) { outcome in mailbox.deliver(index, outcome) }
+        let count = chunk.count
+        let handle = runner.start(chunk) { outcome in mailbox.deliver(index, count: count, outcome) }
         let cancelNow = state.withLock { state -> Bool in
             guard state.running[index] != nil else { return false }  // it has ended already
             state.running[index]!.handle = handle
-            return state.failed
+            return isDoomed(index, state)
         }
-        // The run failed or was cancelled while the chunk was being submitted.
+        // The run failed or was cancelled, or a chunk before this one failed, while this one was
+        // being submitted.
         if cancelNow { runner.cancel(handle) }
         return true
     }
@@ -299,7 +355,7 @@ final class BulkIterator<J: Job>: Sendable {
     @inlinable
     func pullChunk(_ state: inout State) -> (Int, [J])? {
         let size = runner.chunkSize
-        guard !state.failed, hasRoom(state) else { return nil }
+        guard !state.failed, state.failedChunk == nil, hasRoom(state) else { return nil }
         var chunk: [J] = []
         switch state.input {
         case .exhausted:
@@ -308,6 +364,8 @@ final class BulkIterator<J: Job>: Sendable {
             chunk = pull(size)
             if chunk.count < size { state.input = .exhausted }
         case .stream(let ended):
+            // The first pull starts the feeder.
+            if state.feeder == nil, let makeFeeder { state.feeder = makeFeeder(self) }
             // Whatever has arrived goes now (a slow input never waits for a full chunk);
             // under load, jobs pile up while there is no room and leave in full chunks.
             chunk.append(contentsOf: state.buffered.prefix(size))
@@ -328,7 +386,7 @@ final class BulkIterator<J: Job>: Sendable {
     /// may start (wait at the gate, then offer again), or `stop` when the run has ended.
     private func offer(_ job: J) -> Offer {
         let outcome = state.withLock { state -> Offer in
-            guard !state.failed, case .stream = state.input else { return .stop }
+            guard !state.failed, state.failedChunk == nil, case .stream = state.input else { return .stop }
             guard state.buffered.count < runner.chunkSize || hasRoom(state) else { return .full }
             state.buffered.append(job)
             return .accepted
@@ -346,7 +404,7 @@ final class BulkIterator<J: Job>: Sendable {
         state.withLock { state in
             // After a failure or cancellation, an input that stops (an AsyncStream ends when its
             // reader is cancelled) is no news.
-            guard !state.failed, case .stream = state.input else { return }
+            guard !state.failed, state.failedChunk == nil, case .stream = state.input else { return }
             state.inputError = error
             state.input = state.buffered.isEmpty ? .exhausted : .stream(ended: true)
         }

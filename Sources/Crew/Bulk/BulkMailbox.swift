@@ -10,15 +10,16 @@ public import Synchronization
 final class BulkMailbox<Outcome: Sendable>: Sendable {
     @usableFromInline init() {}
 
-    @usableFromInline typealias Arrival = (index: Int, result: Result<Outcome, any Error>)
+    /// A chunk that ended: its index, how many jobs it has (to decode its answer), and how it ended.
+    @usableFromInline typealias Arrival = (index: Int, count: Int, result: Result<Outcome, any Error>)
 
     @usableFromInline let arrived = Mutex<[Arrival]>([])
     @usableFromInline let gate = WakeGate()
 
     /// A chunk ended; wakes the consumer.
     @inlinable
-    func deliver(_ index: Int, _ result: Result<Outcome, any Error>) {
-        arrived.withLock { $0.append((index, result)) }
+    func deliver(_ index: Int, count: Int, _ result: Result<Outcome, any Error>) {
+        arrived.withLock { $0.append((index, count, result)) }
         gate.open()
     }
 

@@ -15,7 +15,8 @@ extension WorkerPool {
     /// The sequence throws the first failure in input order (after yielding every output before
     /// it, including those of the failed job's chunk) and cancels the jobs still running (the
     /// failed job's chunk runs none of its jobs after it); ending the iteration early cancels
-    /// them too. A failure of a whole chunk (its worker dies, it times
+    /// them too. As soon as a failure is known, even while earlier jobs still run, no further job
+    /// starts and the jobs after it in input order are cancelled: only those before it run on. A failure of a whole chunk (its worker dies, it times
     /// out, it cannot be encoded, one of its jobs cannot be decoded in the worker, or its outputs
     /// exceed the maximum frame size) takes the outputs of the chunk's jobs with it.
     ///
@@ -40,8 +41,8 @@ extension WorkerPool {
     /// Runs every job an async sequence delivers and returns their outputs in input order, as an
     /// async sequence: for jobs that arrive over time (from a socket, a queue, another pipeline).
     ///
-    /// A feeder task reads the input while the pool has room, and waits while it has none, so a
-    /// fast input never fills memory either. A chunk goes as soon as the pool has room, with the
+    /// From the first `next()` on (nothing is read before), a feeder task reads the input while
+    /// the pool has room, and waits while it has none, so a fast input never fills memory either. A chunk goes as soon as the pool has room, with the
     /// jobs that have arrived by then (at most `chunkSize`): a slow input never waits for a full
     /// chunk, and under load jobs leave in full chunks. If the input throws, its error comes after
     /// the outputs of every job it delivered.
@@ -63,7 +64,9 @@ extension WorkerPool {
     ///
     /// The sequence throws the first failure it meets (after the outputs that finished before it,
     /// including those of the failed job's chunk) and cancels the jobs still running (the
-    /// failed job's chunk runs none of its jobs after it).
+    /// failed job's chunk runs none of its jobs after it). Since nothing that finishes after a
+    /// failure is yielded, the jobs still running are cancelled, and no further job starts, as
+    /// soon as the failure arrives, even before the outputs ahead of it have been taken.
     @inlinable
     public func mapUnordered<Jobs: Sequence & Sendable>(
         _ jobs: Jobs, maxInFlight: Int? = nil, chunkSize: Int = 1, priority: JobPriority = .normal, timeout: Duration? = nil
@@ -208,7 +211,7 @@ struct BulkRunner<J: Job>: Sendable {
     }
 
     /// How a chunk ended well: with its worker's answer still encoded (decoded by whoever takes
-    /// the chunk, see ``outputs(of:_:)``), or decoded already.
+    /// the chunk from its mailbox, see ``decoded(_:count:)``), or decoded already.
     @usableFromInline
     enum Outcome: Sendable {
         case answer(JobOutput)
@@ -241,7 +244,7 @@ struct BulkRunner<J: Job>: Sendable {
                         completion(.success(.decoded(Yield(outputs: [output], failure: nil))))
                     } else {
                         let result = try await pool.run(JobBatch(jobs: chunk), priority: priority, timeout: timeout)
-                        completion(.success(.decoded(try yield(of: chunk, result))))
+                        completion(.success(.decoded(try yield(count: chunk.count, result))))
                     }
                 } catch {
                     completion(.failure(Self.underJobName(error)))
@@ -270,22 +273,30 @@ struct BulkRunner<J: Job>: Sendable {
         return error
     }
 
-    /// What a chunk that ended well yields; throws if its answer cannot be decoded (which fails
-    /// the chunk whole).
+    /// What a chunk of `count` jobs that ended well yields; throws if its answer cannot be decoded
+    /// (which fails the chunk whole).
     @usableFromInline
-    func outputs(of chunk: [J], _ outcome: Outcome) throws -> Yield {
+    func outputs(count: Int, _ outcome: Outcome) throws -> Yield {
         switch outcome {
         case .decoded(let yield):
             return yield
-        case .answer(let answer) where chunk.count == 1:
+        case .answer(let answer) where count == 1:
             return Yield(outputs: [try WorkerPool.decode(answer, as: J.self)], failure: nil)
         case .answer(let answer):
             do {
-                return try yield(of: chunk, try WorkerPool.decode(answer, as: JobBatch<J>.self))
+                return try yield(count: count, try WorkerPool.decode(answer, as: JobBatch<J>.self))
             } catch {
                 throw Self.underJobName(error)
             }
         }
+    }
+
+    /// How a chunk of `count` jobs ended, with its answer decoded: `.decoded`, or the error that
+    /// decoding it threw.
+    @usableFromInline
+    func decoded(_ result: Result<Outcome, any Error>, count: Int) -> Result<Outcome, any Error> {
+        guard case .success(let outcome) = result, case .answer = outcome else { return result }
+        return Result { .decoded(try outputs(count: count, outcome)) }
     }
 
     /// Stops a started chunk; it then ends with a ``CrewError/Code/cancelled`` error (if it had
@@ -301,11 +312,11 @@ struct BulkRunner<J: Job>: Sendable {
 
     /// What a chunk's batch yields: its outputs up to its first failure, and that failure.
     /// Throws if the batch's answer does not fit its jobs.
-    private func yield(of chunk: [J], _ result: BatchResult<J.Output>) throws -> Yield {
-        guard let (outputs, failure) = result.outcome(count: chunk.count) else {
+    private func yield(count: Int, _ result: BatchResult<J.Output>) throws -> Yield {
+        guard let (outputs, failure) = result.outcome(count: count) else {
             throw CrewError(
                 .undecodableOutput,
-                "a chunk of \(chunk.count) jobs returned \(result.outputs.count) outputs and \(result.failure.map { "a failure at \($0.index)" } ?? "no failure")",
+                "a chunk of \(count) jobs returned \(result.outputs.count) outputs and \(result.failure.map { "a failure at \($0.index)" } ?? "no failure")",
                 jobName: J.jobName)
         }
         var named = failure
