@@ -422,15 +422,22 @@ extension ProcessTests {
         }
 
         /// A pool that may grow starts workers for a burst rather than stacking it in the held
-        /// slots of the one busy worker: three 300 ms jobs on `processes(1...3).prefetch(4)` run
-        /// on three workers, side by side.
+        /// slots of the one busy worker: three jobs on `processes(1...3).prefetch(4)`, each
+        /// waiting for a gate, end up on three workers, one each, however long workers take to
+        /// start.
         @Test func aBurstStartsWorkersInsteadOfWaitingInHeldSlots() async throws {
+            let gate = temporaryPath("gate")
+            defer { unlink(gate) }
             try await withPool(Workers.processes(1...3).prefetch(4)) { pool in
                 _ = try await pool.run(Sleep(milliseconds: 0))  // the first worker is ready
-                async let a = pool.run(Sleep(milliseconds: 300))
-                async let b = pool.run(Sleep(milliseconds: 300))
-                async let c = pool.run(Sleep(milliseconds: 300))
-                let pids = try await [a, b, c]
+                let jobs = (0..<3).map { _ in Task { try await pool.run(WaitForFile(path: gate)) } }
+                #expect(await eventually(within: .seconds(20)) {
+                    let workers = pool.snapshot().workers
+                    return workers.count == 3 && workers.allSatisfy { $0.currentJobs.count == 1 }
+                }, "\(pool.snapshot().workers.map(\.currentJobs.count))")
+                openGate(gate)
+                var pids: [Int32] = []
+                for job in jobs { pids.append(try await job.value) }
                 #expect(Set(pids).count == 3, "the jobs ran on workers \(pids)")
             }
         }

@@ -141,11 +141,11 @@ extension PoolStateMachine {
 
     /// Takes a free slot for a job that would have to wait in a full queue, one where it starts
     /// at once first: the slot's worker and its group, or nil if no free slot can take the job.
-    /// No queued job is overtaken: a queued job that could use the slot would have been matched
-    /// with it already.
-    ///
-    /// A held slot is taken for a caller that may not wait (`trySubmit`) in any case, and for one
-    /// that may only under the rule of ``mayHoldJobs()``.
+    /// A queued job that could use a slot would have been matched with it already, so no queued
+    /// job is overtaken, with one exception: a caller that may not wait (`trySubmit`) takes a
+    /// held slot in any case, also while ``mayHoldJobs()`` keeps queued jobs out of held slots
+    /// (they wait for a worker that is starting); refusing it with `queueFull` beside a free slot
+    /// would be worse. A caller that may wait takes a held slot only under that rule.
     private mutating func takeFreeSlot(for requirement: Requirement, waitsForRoom: Bool) -> (workerID: Int, group: Int)? {
         if let (index, group) = lastSlot(in: freeSlots, taking: requirement) { return (freeSlots.remove(at: index), group) }
         guard !waitsForRoom || mayHoldJobs() else { return nil }

@@ -43,7 +43,7 @@ final class LocalWorker: WorkerHandle {
     func sendEnqueued() {
         let jobs = pending.take()
         for job in jobs { start(job.jobID, name: job.name, payload: job.payload) }
-        pending.recycle(jobs)
+        pending.recycle(consume jobs)
     }
 
     private func start(_ jobID: UInt64, name: String, payload: JobPayload) {

@@ -35,8 +35,9 @@ final class PendingDispatches: Sendable {
         }
     }
 
-    /// Keeps `jobs`' storage, emptied, for the next appends.
-    func recycle(_ jobs: [DispatchedJob]) {
+    /// Keeps `jobs`' storage, emptied, for the next appends. Pass the array with `consume`:
+    /// a copy still held elsewhere would make emptying it allocate new storage.
+    func recycle(_ jobs: consuming [DispatchedJob]) {
         var jobs = jobs
         jobs.removeAll(keepingCapacity: true)
         state.withLock { state in

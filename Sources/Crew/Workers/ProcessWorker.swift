@@ -305,11 +305,11 @@ extension ProcessWorker: WorkerHandle {
             // Taken under the outbox's lock: jobs enqueued after these are written after them,
             // whichever thread writes them.
             let jobs = pending.take()
-            defer { pending.recycle(jobs) }
             for job in jobs {
                 writer.write(PoolMessage.run(
                     jobID: job.jobID, name: job.name, arguments: job.payload.encoded ?? [], announceStart: job.announceStart))
             }
+            pending.recycle(consume jobs)
         }
     }
 
