@@ -170,11 +170,13 @@ final class PoolCore: Sendable {
     // MARK: Performing actions
 
     /// What a change under the lock left to do: its actions, the worker handles as they were,
-    /// and the workers whose jobs it enqueued.
+    /// and the workers whose jobs it enqueued (the first apart: usually the only one, and then
+    /// no array is allocated under the lock).
     private struct Work {
         var actions: [Machine.Action]
         var handles: [Int: any WorkerHandle]
-        var senders: [any WorkerHandle]
+        var sender: (any WorkerHandle)?
+        var moreSenders: [any WorkerHandle] = []
     }
 
     /// Runs `change` under the lock and, still holding it, enqueues the jobs it dispatched at
@@ -185,17 +187,22 @@ final class PoolCore: Sendable {
     ) -> Work {
         state.withLock { state in
             let (actions, handles) = change(&state)
-            var senders: [any WorkerHandle] = []
+            var work = Work(actions: actions, handles: handles)
             var lastWorkerID: Int?
             for action in actions {
                 guard case .dispatch(let workerID, let jobID, let name, let payload, _, let announceStart) = action,
                       let handle = handles[workerID] else { continue }
                 handle.enqueue(DispatchedJob(jobID: jobID, name: name, payload: payload, announceStart: announceStart))
                 // A worker's dispatches usually come together: compare with the last one first.
-                if workerID != lastWorkerID && !senders.contains(where: { $0.id == workerID }) { senders.append(handle) }
-                lastWorkerID = workerID
+                defer { lastWorkerID = workerID }
+                guard workerID != lastWorkerID else { continue }
+                if work.sender == nil {
+                    work.sender = handle
+                } else if work.sender!.id != workerID && !work.moreSenders.contains(where: { $0.id == workerID }) {
+                    work.moreSenders.append(handle)
+                }
             }
-            return Work(actions: actions, handles: handles, senders: senders)
+            return work
         }
     }
 
@@ -205,7 +212,8 @@ final class PoolCore: Sendable {
     /// no jobs.
     private func perform(_ work: Work) {
         let (actions, handles) = (work.actions, work.handles)
-        for handle in work.senders { handle.sendEnqueued() }
+        work.sender?.sendEnqueued()
+        for handle in work.moreSenders { handle.sendEnqueued() }
         for action in actions {
             switch action {
             case .dispatch(_, let jobID, _, _, let timeout, _):

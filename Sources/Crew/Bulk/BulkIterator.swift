@@ -156,8 +156,11 @@ final class BulkIterator<J: Job>: Sendable {
             while true {
                 startChunks()
                 var arrivals = mailbox.take()
-                // Decoded here, on the consumer's thread, outside the lock.
-                for position in arrivals.indices {
+                // Batches are decoded here, on the consumer's thread, outside the lock, so that a
+                // failure inside one is known at once. A one-job chunk's failure comes as an error
+                // already: its output is decoded when it is handed out, which keeps the generic
+                // (unspecialised) calls per chunk to one on the one-job-per-message path.
+                for position in arrivals.indices where arrivals[position].count > 1 {
                     arrivals[position].result = runner.decoded(arrivals[position].result, count: arrivals[position].count)
                 }
                 var cancelled: [BulkRunner<J>.Handle] = []
@@ -194,7 +197,7 @@ final class BulkIterator<J: Job>: Sendable {
                 for handle in cancelled { runner.cancel(handle) }
                 if let error { throw error }
                 if let taken {
-                    // Decoded on arrival already: this only unwraps it.
+                    // Decoded on arrival already (a batch) or now (one job).
                     let yield: BulkRunner<J>.Yield
                     do {
                         yield = try runner.outputs(count: taken.jobs.count, taken.outcome)
