@@ -534,15 +534,26 @@ public struct TouchOrFail: Job {
     }
 }
 
-/// Waits (cooperatively cancellable) until the file at `gate` exists, if it has one, then returns
-/// its value, or throws a ``TestFailure`` if it is negative: a map's jobs that end in an order
-/// the test chooses.
+/// Waits (cooperatively cancellable) until the file at `gate` exists, if it has one, then blocks
+/// for `blockMilliseconds` ignoring cancellation, then returns its value, or throws a
+/// ``TestFailure`` if it is negative: a map's jobs that end in an order the test chooses.
 public struct GatedRefuse: Job {
     public var value: Int
     public var gate: String?
-    public init(_ value: Int, gate: String? = nil) { self.value = value; self.gate = gate }
+    public var blockMilliseconds: Int
+    public init(_ value: Int, gate: String? = nil, blockMilliseconds: Int = 0) {
+        self.value = value
+        self.gate = gate
+        self.blockMilliseconds = blockMilliseconds
+    }
     public func run(in context: JobContext) async throws -> Int {
         if let gate { while access(gate, F_OK) != 0 { try await Task.sleep(for: .milliseconds(5)) } }
+        let clock = ContinuousClock()
+        let end = clock.now + .milliseconds(blockMilliseconds)
+        while clock.now < end {
+            usleep(5_000)
+            await Task.yield()
+        }
         guard value >= 0 else { throw TestFailure(reason: "refused \(value)") }
         return value
     }

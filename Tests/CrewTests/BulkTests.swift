@@ -396,6 +396,43 @@ extension ProcessTests {
             }
         }
 
+        /// Cancelling a chunk after the failed one must not cost the chunks before it, whose
+        /// outputs still come out: a cancelled job that ignores cancellation gets its worker
+        /// killed after the grace period, and with several jobs per worker that would take an
+        /// earlier chunk with it (its outputs lost, and its crash thrown in place of the failure).
+        /// Chunk 0 waits for a gate, chunk 1 fails, chunk 2 ignores cancellation, all on one worker.
+        @Test func anOrderedMapCancelsNothingThatSharesAWorkerWithAnEarlierChunk() async throws {
+            try await withPool(Workers.processes(1).jobsPerWorker(3)) { pool in
+                let first = temporaryPath("earlier-chunk-gate")
+                let failing = temporaryPath("failing-chunk-gate")
+                defer { unlink(first); unlink(failing) }
+                let jobs = [
+                    GatedRefuse(0, gate: first), GatedRefuse(-1, gate: failing), GatedRefuse(2, blockMilliseconds: 3_000),
+                ]
+                let consumer = Task {
+                    var outputs: [Int] = []
+                    do {
+                        for try await output in pool.map(jobs, maxInFlight: 3) { outputs.append(output) }
+                    } catch {
+                        return (outputs, error as? CrewError)
+                    }
+                    return (outputs, nil)
+                }
+                #expect(await eventually(within: .seconds(20)) {
+                    pool.snapshot().workers.reduce(0) { $0 + $1.currentJobs.count } == 3
+                })
+                openGate(failing)
+                // Long enough for the grace period (300 ms) to end, had chunk 2 been cancelled.
+                try await Task.sleep(for: .milliseconds(1_000))
+                openGate(first)
+                let (outputs, error) = await consumer.value
+                #expect(outputs == [0])
+                #expect(error?.code == .jobFailed)
+                #expect(error?.message.contains("refused -1") == true)
+                try await expectNothingLeftAndServing(pool)
+            }
+        }
+
         /// A job whose arguments the worker cannot decode fails its whole chunk (the chunk is
         /// decoded as one message), as the README says, and the error names the job's type, not
         /// the internal batch that carried it.

@@ -10,7 +10,7 @@ public import Synchronization
 /// (held while the caller's input sequence is pulled) and never run the caller's code. Decoding
 /// on arrival rather than on hand-out makes a failure inside a chunk known at once: from then on
 /// nothing more starts, and in input order the chunks after the failed one are cancelled (their
-/// outputs would never be handed out), while those before it run on.
+/// outputs would never be handed out) once those before it, which run on, have ended.
 ///
 /// The input is a `Sequence`, pulled by whoever starts chunks, or an `AsyncSequence`, pulled by
 /// a feeder task that waits while the pool has no room: either way, at most `maxInFlight` chunks
@@ -84,7 +84,7 @@ final class BulkIterator<J: Job>: Sendable {
         @usableFromInline var failed = false
         /// The chunk known to have failed that the consumer will meet first (the lowest index in
         /// input order, the first to arrive in completion order): nothing more starts, and the
-        /// chunks running that would be handed out after it are cancelled.
+        /// chunks running that would be handed out after it are cancelled (see `mayCancelDoomed`).
         @usableFromInline var failedChunk: Int?
         /// The consumer got the end or an error: further calls return nil.
         @usableFromInline var ended = false
@@ -165,11 +165,16 @@ final class BulkIterator<J: Job>: Sendable {
                 }
                 var cancelled: [BulkRunner<J>.Handle] = []
                 let (taken, error, done) = state.withLock { state -> ((jobs: [J], outcome: BulkRunner<J>.Outcome)?, (any Error)?, Bool) in
+                    let couldCancel = mayCancelDoomed(state)
                     for (index, _, result) in arrivals {
                         guard let entry = state.running.removeValue(forKey: index) else { continue }
                         state.finished[index] = result.map { (entry.jobs, $0) }
                         if !ordered { state.arrivals.append(index) }
-                        if Self.isFailure(result) { cancelled += stopStarting(failed: index, &state) }
+                        if Self.isFailure(result) { stopStarting(failed: index, &state) }
+                    }
+                    // A failure arrived, or the last chunk before it ended: cancel the doomed ones.
+                    if !couldCancel && mayCancelDoomed(state) {
+                        for (running, entry) in state.running where isDoomed(running, state) { cancelled.append(entry.handle) }
                     }
                     if state.ended { return (nil, nil, true) }
                     if let (index, result) = takeFinished(&state) {
@@ -257,18 +262,24 @@ final class BulkIterator<J: Job>: Sendable {
 
     /// A chunk is known to have failed: the run will end with the first such failure the consumer
     /// meets, so nothing more starts (nor is read), and the chunks that would be handed out after
-    /// it are cancelled: in input order those after it (the ones before it must still yield their
-    /// outputs), in completion order all that still run (they would arrive after it). Returns
-    /// them, for the caller to cancel after unlocking.
+    /// it are doomed (see ``isDoomed(_:_:)``), to be cancelled once ``mayCancelDoomed(_:)``.
     @inlinable
-    func stopStarting(failed index: Int, _ state: inout State) -> [BulkRunner<J>.Handle] {
-        if let known = state.failedChunk, !ordered || known <= index { return [] }
+    func stopStarting(failed index: Int, _ state: inout State) {
+        if let known = state.failedChunk, !ordered || known <= index { return }
         state.failedChunk = index
         state.feeder?.cancel()
         gate.open()
-        var doomed: [BulkRunner<J>.Handle] = []
-        for (running, entry) in state.running where isDoomed(running, state) { doomed.append(entry.handle) }
-        return doomed
+    }
+
+    /// Whether the doomed chunks may be cancelled now: in input order, only once no chunk before
+    /// the failed one runs. A cancelled job that ignores cancellation gets its worker killed after
+    /// the grace period, and with several jobs per worker that would kill an earlier chunk too,
+    /// losing outputs that still come out and throwing its crash in place of the failure.
+    @inlinable
+    func mayCancelDoomed(_ state: borrowing State) -> Bool {
+        if state.failed { return true }
+        guard let failedChunk = state.failedChunk else { return false }
+        return !ordered || !state.running.keys.contains { $0 < failedChunk }
     }
 
     /// Whether chunk `index` will never be handed out, so that it should not run.
@@ -340,7 +351,7 @@ final class BulkIterator<J: Job>: Sendable {
         let cancelNow = state.withLock { state -> Bool in
             guard state.running[index] != nil else { return false }  // it has ended already
             state.running[index]!.handle = handle
-            return isDoomed(index, state)
+            return isDoomed(index, state) && mayCancelDoomed(state)
         }
         // The run failed or was cancelled, or a chunk before this one failed, while this one was
         // being submitted.

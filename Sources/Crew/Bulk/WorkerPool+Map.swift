@@ -16,7 +16,9 @@ extension WorkerPool {
     /// it, including those of the failed job's chunk) and cancels the jobs still running (the
     /// failed job's chunk runs none of its jobs after it); ending the iteration early cancels
     /// them too. As soon as a failure is known, even while earlier jobs still run, no further job
-    /// starts and the jobs after it in input order are cancelled: only those before it run on. A failure of a whole chunk (its worker dies, it times
+    /// starts, and the jobs after it in input order are cancelled once those before it have ended
+    /// (a cancelled job that ignores cancellation has its worker killed, which would take an
+    /// earlier job on that worker with it). A failure of a whole chunk (its worker dies, it times
     /// out, it cannot be encoded, one of its jobs cannot be decoded in the worker, or its outputs
     /// exceed the maximum frame size) takes the outputs of the chunk's jobs with it.
     ///
