@@ -22,10 +22,14 @@ extension ProcessTests {
 
         /// Four threads act as the pool does: each assigns a job under one lock, enqueues it
         /// there, and sends after unlocking, yielding the CPU in between as a preempted thread
-        /// would. A real worker process running one job at a time answers in the order the jobs
-        /// reached it, which must be the order of assignment.
+        /// would. A real worker process running one job at a time starts them in the order they
+        /// reached it, which must be the order of assignment. The jobs ask to announce their
+        /// start, and the announcements are what is compared: a worker frees its slot before it
+        /// answers, so a job's answer may leave after the next job's, but a job is announced only
+        /// once the one before it has ended.
         @Test func jobsReachAProcessWorkerInTheOrderTheyWereEnqueued() async throws {
-            let answered = Mutex<[UInt64]>([])
+            let started = Mutex<[UInt64]>([])
+            let answered = Mutex(0)
             let exited = Mutex(false)
             let spec = ProcessWorker.LaunchSpec(
                 executablePath: testWorkerPath, arguments: [], environment: [:],
@@ -39,7 +43,13 @@ extension ProcessTests {
             worker.start(ProcessWorker.Callbacks(
                 hello: { _ in },
                 messages: { messages in
-                    for case .result(let jobID, _) in messages { answered.withLock { $0.append(jobID) } }
+                    for message in messages {
+                        switch message {
+                        case .started(let jobID): started.withLock { $0.append(jobID) }
+                        case .result: answered.withLock { $0 += 1 }
+                        default: Issue.record("unexpected \(message)")
+                        }
+                    }
                 },
                 violation: { Issue.record("protocol violation: \($0)") },
                 exited: { _, _ in exited.withLock { $0 = true } }))
@@ -51,7 +61,7 @@ extension ProcessTests {
                 for _ in 0..<jobsPerThread {
                     assignment.withLock { next in
                         worker.enqueue(DispatchedJob(
-                            jobID: next, name: Echo.jobName, payload: JobPayload(encoded: arguments), announceStart: false))
+                            jobID: next, name: Echo.jobName, payload: JobPayload(encoded: arguments), announceStart: true))
                         next += 1
                     }
                     sched_yield()  // another thread may assign and send meanwhile
@@ -59,8 +69,11 @@ extension ProcessTests {
                 }
             }
             let total = threads * jobsPerThread
-            #expect(await eventually(within: .seconds(20)) { answered.withLock { $0.count } == total })
-            #expect(answered.withLock { $0 } == (0..<UInt64(total)).map { $0 })
+            #expect(await eventually(within: .seconds(20)) { answered.withLock { $0 } == total })
+            let order = started.withLock { $0 }
+            #expect(order.count == total)
+            let misplaced = order.enumerated().filter { $0.offset != Int($0.element) }.prefix(5).map(\.element)
+            #expect(misplaced.isEmpty, "jobs started out of their order of assignment, first at \(misplaced)")
             worker.release()
             #expect(await eventually { exited.withLock { $0 } })
         }
