@@ -188,14 +188,10 @@ final class PoolCore: Sendable {
         state.withLock { state in
             let (actions, handles) = change(&state)
             var work = Work(actions: actions, handles: handles)
-            var lastWorkerID: Int?
             for action in actions {
                 guard case .dispatch(let workerID, let jobID, let name, let payload, _, let announceStart) = action,
                       let handle = handles[workerID] else { continue }
                 handle.enqueue(DispatchedJob(jobID: jobID, name: name, payload: payload, announceStart: announceStart))
-                // A worker's dispatches usually come together: compare with the last one first.
-                defer { lastWorkerID = workerID }
-                guard workerID != lastWorkerID else { continue }
                 if work.sender == nil {
                     work.sender = handle
                 } else if work.sender!.id != workerID && !work.moreSenders.contains(where: { $0.id == workerID }) {

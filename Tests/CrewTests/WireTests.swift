@@ -242,13 +242,7 @@ import Synchronization
         // One sender is stuck in the big send, the other has queued its frame behind it.
         #expect(await eventually(within: .seconds(20)) { returned.withLock { $0 } == 1 })
         outbox.shutdownWriting()
-        var reader = FrameReader(maxFrameSize: 4 << 20)
-        var jobs: [UInt64] = []
-        while reader.append(from: far) > 0 {
-            while let message = try reader.nextPoolMessage() {
-                if case .run(let jobID, _, _, _) = message { jobs.append(jobID) }
-            }
-        }
+        let jobs = try Self.runFrameJobIDs(from: far, maxFrameSize: 4 << 20)
         for sender in senders { sender.join() }
         #expect(jobs.filter { $0 != 100 }.sorted() == [0, 1])
         outbox.closeDescriptor()
@@ -263,14 +257,19 @@ import Synchronization
         #expect(outbox.send { _ in })
         #expect(outbox.send { $0.write(PoolMessage.run(jobID: 1, name: "Job", arguments: [], announceStart: false)) })
         outbox.shutdownWriting()
-        var reader = FrameReader(maxFrameSize: 1 << 16)
+        #expect(try Self.runFrameJobIDs(from: far, maxFrameSize: 1 << 16) == [1])
+        outbox.closeDescriptor()
+    }
+
+    /// The job ids of the run frames read from `fd` until end-of-file, in order.
+    static func runFrameJobIDs(from fd: Int32, maxFrameSize: Int) throws -> [UInt64] {
+        var reader = FrameReader(maxFrameSize: maxFrameSize)
         var jobs: [UInt64] = []
-        while reader.append(from: far) > 0 {
+        while reader.append(from: fd) > 0 {
             while let message = try reader.nextPoolMessage() {
                 if case .run(let jobID, _, _, _) = message { jobs.append(jobID) }
             }
         }
-        #expect(jobs == [1])
-        outbox.closeDescriptor()
+        return jobs
     }
 }
