@@ -3,11 +3,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sched.h>
 #include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 
 int ccrew_set_parent_death_signal(int signal) {
@@ -94,4 +96,10 @@ int ccrew_available_cores(void) {
     }
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     return online > 0 ? (int)online : 1;
+}
+
+int ccrew_wait_readable(int fd, unsigned long long nanoseconds) {
+    struct pollfd request = { .fd = fd, .events = POLLIN, .revents = 0 };
+    struct timespec limit = { .tv_sec = (time_t)(nanoseconds / 1000000000ULL), .tv_nsec = (long)(nanoseconds % 1000000000ULL) };
+    return ppoll(&request, 1, &limit, NULL);
 }

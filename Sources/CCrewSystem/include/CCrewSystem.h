@@ -25,4 +25,8 @@ int ccrew_pipe_cloexec(int fds[2]);
 /// The number of cores this process may run on (its affinity mask), at least 1.
 int ccrew_available_cores(void);
 
+/// Waits up to `nanoseconds` for `fd` to be readable (ppoll): > 0 if it is (or has ended or
+/// failed), 0 if the time ran out, -1 with errno set (EINTR: a signal came).
+int ccrew_wait_readable(int fd, unsigned long long nanoseconds);
+
 #endif

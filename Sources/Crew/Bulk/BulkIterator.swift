@@ -218,10 +218,11 @@ final class BulkIterator<J: Job>: Sendable {
                     return Chunk(jobs: Array(taken.jobs.prefix(yield.outputs.count)), outputs: yield.outputs, failure: failure)
                 }
                 if done { return nil }
-                let mustWait = state.withLock { state in
-                    !(state.failed || hasFinished(state) || (state.running.isEmpty && !isAwaitingInput(state)))
+                let wanting = state.withLock { state -> Int? in
+                    guard !(state.failed || hasFinished(state) || (state.running.isEmpty && !isAwaitingInput(state))) else { return nil }
+                    return max(1, min(runner.outputsPerWake, state.running.count))
                 }
-                if mustWait { await mailbox.wait() }
+                if let wanting { await mailbox.wait(wanting: wanting) }
             }
         } onCancel: {
             failAndCancel(ending: false)

@@ -55,6 +55,12 @@ enum SystemIO {
         return true
     }
 
+    /// Waits until `fd` has something to read (or has ended or failed), for at most `timeout`;
+    /// returns false if the time ran out first (or a signal interrupted the wait).
+    static func waitReadable(_ fd: Int32, within timeout: Duration) -> Bool {
+        ccrew_wait_readable(fd, timeout.clampedNanoseconds) > 0
+    }
+
     /// Reads into `buffer`; returns the byte count, 0 at end of stream, or -1 on error.
     static func readSome(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer) -> Int {
         while true {

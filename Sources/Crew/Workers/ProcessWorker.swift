@@ -160,10 +160,35 @@ final class ProcessWorker: Sendable {
     // MARK: Threads
 
     private func readLoop(_ callbacks: Callbacks) {
+        // Outputs of `map` may wait a little here for company (see `DeferredWakes`).
+        DeferredWakes.withCurrent { wakes in readMessages(callbacks, deferring: wakes) }
+        // End of stream: the worker exited, closed its channel, or we stopped listening after
+        // a violation. Make sure it is gone, then collect its status without racing `signal`.
+        signal(SIGKILL)
+        var info = siginfo_t()
+        while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR {}
+        let termination: CrewError.Termination = process.withLock { state in
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            state.reaped = true
+            return decodeWaitStatus(status)
+        }
+        // Close the channel now, or as soon as a send in progress ends (never under its feet).
+        outbox.closeDescriptor()
+        callbacks.exited(termination, awaitStderrTail())
+    }
+
+    /// Reads and reports messages until the channel ends or the worker breaks the protocol.
+    /// Wake-ups owed to consumers are made before any wait on the channel that could outlast them.
+    private func readMessages(_ callbacks: Callbacks, deferring wakes: DeferredWakes) {
         var reader = FrameReader(maxFrameSize: maxFrameSize)
         var greeted = false
         var messages: [WorkerMessage] = []
-        reading: while reader.append(from: channel) > 0 {
+        reading: while true {
+            if let due = wakes.timeUntilDue, due == .zero || !SystemIO.waitReadable(channel, within: due) {
+                wakes.wakeOwed()
+            }
+            guard reader.append(from: channel) > 0 else { break }
             do throws(WireError) {
                 while let message = try reader.nextWorkerMessage() {
                     if case .hello(let hello) = message {
@@ -185,20 +210,6 @@ final class ProcessWorker: Sendable {
                 break reading
             }
         }
-        // End of stream: the worker exited, closed its channel, or we stopped listening after
-        // a violation. Make sure it is gone, then collect its status without racing `signal`.
-        signal(SIGKILL)
-        var info = siginfo_t()
-        while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR {}
-        let termination: CrewError.Termination = process.withLock { state in
-            var status: Int32 = 0
-            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-            state.reaped = true
-            return decodeWaitStatus(status)
-        }
-        // Close the channel now, or as soon as a send in progress ends (never under its feet).
-        outbox.closeDescriptor()
-        callbacks.exited(termination, awaitStderrTail())
     }
 
     private func stderrLoop() {
