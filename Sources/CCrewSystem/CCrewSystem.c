@@ -9,6 +9,7 @@
 #include <spawn.h>
 #include <sched.h>
 #include <sys/prctl.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -102,4 +103,23 @@ int ccrew_wait_readable(int fd, unsigned long long nanoseconds) {
     struct pollfd request = { .fd = fd, .events = POLLIN, .revents = 0 };
     struct timespec limit = { .tv_sec = (time_t)(nanoseconds / 1000000000ULL), .tv_nsec = (long)(nanoseconds % 1000000000ULL) };
     return ppoll(&request, 1, &limit, NULL);
+}
+
+int ccrew_timer_create(void) {
+    return timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+}
+
+int ccrew_timer_arm(int fd, unsigned long long nanoseconds) {
+    struct itimerspec setting = { 0 };
+    setting.it_value.tv_sec = (time_t)(nanoseconds / 1000000000ULL);
+    setting.it_value.tv_nsec = (long)(nanoseconds % 1000000000ULL);
+    return timerfd_settime(fd, 0, &setting, NULL);
+}
+
+int ccrew_wait_either(int first, int second) {
+    struct pollfd requests[2] = { { .fd = first, .events = POLLIN }, { .fd = second, .events = POLLIN } };
+    int rc;
+    do { rc = poll(requests, 2, -1); } while (rc < 0 && errno == EINTR);
+    if (rc < 0) return -1;
+    return (requests[0].revents ? 1 : 0) | (requests[1].revents ? 2 : 0);
 }

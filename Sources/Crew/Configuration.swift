@@ -27,7 +27,16 @@ public struct Workers: Sendable, ExpressibleByArrayLiteral {
         /// the round trip for short jobs. A held job's timeout counts from when it starts. Jobs are
         /// held only while no worker is starting and no group may start one: until then they wait
         /// in the pool, so that a burst starts workers (up to ``maximum``) rather than queueing in
-        /// a busy one. Default: 0.
+        /// a busy one.
+        ///
+        /// While more held jobs wait in a worker than answers it holds back, a finished job's
+        /// answer (with the next job's start) may wait for company, for at most 2 ms: with a
+        /// prefetch of 3 or more, the pool then reads about half the prefetch in answers per
+        /// wake-up instead of one, which halved the parent's CPU per row in the demo at 8. So a
+        /// held job's timeout may start up to 2 ms late, and a worker that dies in that time takes
+        /// the held answers with it (their jobs fail with its death, or are retried). With a
+        /// prefetch under 3 every answer leaves at once.
+        /// Default: 0.
         public var prefetch: Int = 0
         /// Workers above ``minimum`` stop after being idle this long. Default: never.
         public var idleTimeout: Duration?

@@ -29,4 +29,14 @@ int ccrew_available_cores(void);
 /// failed), 0 if the time ran out, -1 with errno set (EINTR: a signal came).
 int ccrew_wait_readable(int fd, unsigned long long nanoseconds);
 
+/// A non-blocking, close-on-exec timerfd on CLOCK_MONOTONIC, or -1 with errno set.
+int ccrew_timer_create(void);
+
+/// Arms a timerfd to expire once, `nanoseconds` from now; 0 disarms it. 0, or -1 with errno set.
+int ccrew_timer_arm(int fd, unsigned long long nanoseconds);
+
+/// Waits until `first` or `second` is readable (or has ended or failed), retrying on EINTR:
+/// bit 1 set if `first` is, bit 2 if `second` is; -1 with errno set on an error.
+int ccrew_wait_either(int first, int second);
+
 #endif

@@ -22,8 +22,10 @@ protocol DeferredWake: AnyObject, Sendable {
 /// it put off, and makes the owed wake-ups if nothing came by then; it makes them too when its
 /// channel ends. So an output waits at most about ``maxDelay`` for its consumer.
 ///
-/// Only a thread inside ``withCurrent(_:)`` defers (``current`` is nil elsewhere: thread and
-/// inline workers, timers and callers wake at once). One instance belongs to one thread.
+/// Only a thread inside ``withCurrent(_:)`` defers (``current`` is nil elsewhere: timers,
+/// callers, and thread and inline workers wake at once). A thread worker's thread runs its jobs
+/// too, and a job that blocks it would hold an owed wake-up for as long as it ran; a reader
+/// thread runs no job. One instance belongs to one thread.
 @usableFromInline
 final class DeferredWakes {
     /// The longest a wake-up is put off.

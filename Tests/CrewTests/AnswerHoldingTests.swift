@@ -1,0 +1,93 @@
+@testable import Crew
+import CrewTestJobs
+import Glibc
+import Testing
+
+/// Frames held back for company in a ``FrameOutbox`` (a worker's answers while prefetched jobs
+/// wait in it): they leave with the next send that does not hold, or when the hold timer says so.
+@Suite(.timeLimit(.minutes(1))) struct FrameHoldingTests {
+    private static func run(_ jobID: UInt64) -> (inout FrameWriter) -> Void {
+        { $0.write(PoolMessage.run(jobID: jobID, name: "Job", arguments: [], announceStart: false)) }
+    }
+
+    /// Whether `fd` has something to read within `milliseconds`.
+    private static func readable(_ fd: Int32, within milliseconds: Int32) -> Bool {
+        var request = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&request, 1, milliseconds) > 0
+    }
+
+    @Test func heldFramesLeaveWithTheNextSendThatDoesNotHold() throws {
+        let (near, far) = try SystemIO.socketPair()
+        defer { close(far) }
+        let timer = try #require(HoldTimer())
+        let outbox = FrameOutbox(fd: near, holdTimer: timer)
+        #expect(outbox.send(holdingWhileUnder: 3, Self.run(1)))
+        #expect(outbox.send(holdingWhileUnder: 3, Self.run(2)))
+        #expect(!Self.readable(far, within: 0))
+        // The third would make three held sends, not under 3: everything leaves, in order.
+        #expect(outbox.send(holdingWhileUnder: 3, Self.run(3)))
+        outbox.shutdownWriting()
+        #expect(try FrameOutboxTests.runFrameJobIDs(from: far, maxFrameSize: 1 << 16) == [1, 2, 3])
+        outbox.closeDescriptor()
+    }
+
+    /// Holding arms the timer; whoever watches it flushes when it expires. A limit of 1 or
+    /// less, or an outbox without a timer, never holds.
+    @Test func theTimerExpiresAfterTheHoldAndAFlushSendsWhatWasHeld() throws {
+        let (near, far) = try SystemIO.socketPair()
+        defer { close(far) }
+        let timer = try #require(HoldTimer())
+        let outbox = FrameOutbox(fd: near, holdTimer: timer)
+        #expect(!Self.readable(timer.fd, within: 0))
+        #expect(outbox.send(holdingWhileUnder: 5, Self.run(1)))
+        #expect(Self.readable(timer.fd, within: 10_000))
+        timer.clear()
+        #expect(!Self.readable(far, within: 0))
+        #expect(outbox.flush())
+        #expect(outbox.send(holdingWhileUnder: 1, Self.run(2)))
+        let plain = FrameOutbox(fd: near)
+        #expect(plain.send(holdingWhileUnder: 5, Self.run(3)))
+        outbox.shutdownWriting()
+        #expect(try FrameOutboxTests.runFrameJobIDs(from: far, maxFrameSize: 1 << 16) == [1, 2, 3])
+        outbox.closeDescriptor()
+    }
+}
+
+extension ProcessTests {
+    /// A worker with prefetched jobs holds its answers back for company, within a bound.
+    @Suite struct AnswerHolding {
+        /// The first job's answer is held (three more jobs wait in the worker) while the next
+        /// job blocks until the caller has that answer: only the worker's hold timer can send
+        /// it. Without it the caller would wait for ever.
+        @Test func aHeldAnswerLeavesWhileTheNextJobBlocks() async throws {
+            try await withPool(.processes(1).prefetch(4)) { pool in
+                let first = temporaryPath("first")
+                let later = temporaryPath("later")
+                defer {
+                    unlink(first)
+                    unlink(later)
+                }
+                let head = Task { try await pool.run(WaitForFile(path: first)) }
+                #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 1 })
+                let rest = (0..<4).map { _ in Task { try await pool.run(WaitForFile(path: later)) } }
+                // All five are in the worker: one runs, four are held.
+                #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 5 })
+                openGate(first)
+                let pid = try await head.value
+                openGate(later)
+                for job in rest { #expect(try await job.value == pid) }
+            }
+        }
+
+        /// Many quick jobs through a worker that holds many: every answer arrives, once.
+        @Test func everyAnswerArrivesThroughADeepPrefetch() async throws {
+            try await withPool(.processes(2).prefetch(16)) { pool in
+                let outputs = try await withThrowingTaskGroup(of: Int.self) { group in
+                    for value in 0..<2_000 { group.addTask { try await pool.run(Add(value, 1)) } }
+                    return try await group.reduce(into: [Int]()) { $0.append($1) }
+                }
+                #expect(outputs.sorted() == (1...2_000).map { $0 })
+            }
+        }
+    }
+}
