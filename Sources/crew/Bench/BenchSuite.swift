@@ -58,7 +58,7 @@ enum BenchSuite {
             FigureSpec(key: "spawn_per_job_jobs_per_s", unit: "jobs/s", explanation: "baseline: posix_spawn + wait per job, one spawner per core"),
         ], measure: SpawnBaseline.jobsPerSecond),
         Benchmark(title: "Mandelbrot", figures: [
-            FigureSpec(key: "mandelbrot_1_worker_s", unit: "s", explanation: "demo render, one job per row via pool.map, 1 process worker (prefetch 1)"),
+            FigureSpec(key: "mandelbrot_1_worker_s", unit: "s", explanation: "demo render, one job per row via pool.map, 1 process worker (prefetch 8)"),
             FigureSpec(key: "mandelbrot_2_workers_s", unit: "s", explanation: "  the same on 2 process workers"),
             FigureSpec(key: "mandelbrot_taskgroup_2_s", unit: "s", explanation: "  the same in-process, TaskGroup of 2 (no pool)"),
             FigureSpec(key: "mandelbrot_2_workers_parent_cpu_ms", unit: "ms", explanation: "  CPU the parent used per 2-worker render, all threads (info)"),
