@@ -115,11 +115,3 @@ int ccrew_timer_arm(int fd, unsigned long long nanoseconds) {
     setting.it_value.tv_nsec = (long)(nanoseconds % 1000000000ULL);
     return timerfd_settime(fd, 0, &setting, NULL);
 }
-
-int ccrew_wait_either(int first, int second) {
-    struct pollfd requests[2] = { { .fd = first, .events = POLLIN }, { .fd = second, .events = POLLIN } };
-    int rc;
-    do { rc = poll(requests, 2, -1); } while (rc < 0 && errno == EINTR);
-    if (rc < 0) return -1;
-    return (requests[0].revents ? 1 : 0) | (requests[1].revents ? 2 : 0);
-}

@@ -104,7 +104,7 @@ final class WorkerServer: Sendable {
     private let maxFrameSize: Int
     private let concurrency: Int
     private let processID = getpid()
-    /// Tells the reader thread when answers held back must leave (see `runJobs`).
+    /// Tells the hold thread when answers held back must leave (see `runJobs`, `holdLoop`).
     private let holdTimer: HoldTimer?
     private let output: FrameOutbox
 
@@ -158,21 +158,24 @@ final class WorkerServer: Sendable {
             jobNames: catalog.names, jobLayouts: catalog.names.map { catalog.entries[$0]?.layoutDigest ?? "" }
         )))
         PosixThread.start(name: "crew-reader") { [self] in readLoop() }.detach()
+        if let holdTimer { PosixThread.start(name: "crew-hold") { [self] in holdLoop(holdTimer) }.detach() }
+    }
+
+    /// Sends the answers held back (see `runJobs`) each time the hold timer expires. A thread of
+    /// its own: a flush may block on a full channel, and the reader thread must go on reading
+    /// meanwhile, or the pool, blocked sending to this worker, would never read our answers.
+    /// The reader does not wait on the timer either: a blocking read on the channel alone makes
+    /// round trips faster here (see BENCHMARKS.md).
+    private func holdLoop(_ timer: HoldTimer) {
+        while true {
+            timer.wait()
+            if !output.flush() { exitWorker(0) }
+        }
     }
 
     private func readLoop() {
         var reader = FrameReader(maxFrameSize: maxFrameSize)
-        var mayHold = false
         while true {
-            if let holdTimer, mayHold {
-                // Answers held back for company leave when their time is up.
-                let ready = ccrew_wait_either(Crew.channelFD, holdTimer.fd)
-                if ready > 0 && ready & 2 != 0 {
-                    holdTimer.clear()
-                    if !output.flush() { exitWorker(0) }
-                }
-                if ready > 0 && ready & 1 == 0 { continue }
-            }
             let n = reader.append(from: Crew.channelFD)
             // End of stream: the pool has let us go. Answer what was accepted (running and held
             // jobs), then exit; the pool terminates a worker that lingers.
@@ -186,14 +189,6 @@ final class WorkerServer: Sendable {
                 while let message = try reader.nextPoolMessage() {
                     handle(message)
                 }
-                // A runner holds an answer back only while at least two jobs wait behind the one
-                // it starts, and only this thread adds waiting jobs: with fewer than three waiting
-                // now and nothing held, nothing is held before the next read, which may then
-                // block on the channel alone. (Waiting on the timer too made a round trip on a
-                // worker with no prefetch take 103–114 µs instead of 56–62: a blocking read is
-                // also woken when the pool takes an answer, and that early wake-up keeps the two
-                // processes' threads close on this VM.)
-                mayHold = holdTimer != nil && (jobs.withLock { $0.pending.count >= 3 } || output.isHolding)
             } catch {
                 // The pool broke the protocol; nothing it sends can be trusted now.
                 logger.error("crew worker: bad frame from the pool: \(error)")
@@ -321,8 +316,7 @@ final class WorkerServer: Sendable {
                     return (.handOff(fresh, held), 0)
                 }
                 state.running[held.jobID] = runner
-                // A draining worker's reader may have stopped watching the hold timer.
-                return (.run(held), state.draining ? 0 : state.pending.count)
+                return (.run(held), state.pending.count)
             }
             let answer = Self.reply(jobID: job.jobID, name: job.name, result: result, cancelled: Task.isCancelled, maxFrameSize: maxFrameSize)
             switch next {

@@ -13,7 +13,7 @@ public enum TestJobs {
         PlainPoint.self, WeightedTotal.self, RetriedCrashOnce.self, RetriedSleep.self, RefuseNegative.self,
         FailUntilTicket.self, SpawnSleeper.self, FailWithLongMessage.self, ListDepth.self, PrivateJobName.self,
         ThrowsCancellationError.self, FailWhileDescribed.self, RefuseNegativeAtLength.self, WriteToStderr.self,
-        TouchOrFail.self, InProcessChunkFailure.self, GatedRefuse.self,
+        TouchOrFail.self, InProcessChunkFailure.self, GatedRefuse.self, Mirror.self,
     ]
 }
 
@@ -556,5 +556,17 @@ public struct GatedRefuse: Job {
         }
         guard value >= 0 else { throw TestFailure(reason: "refused \(value)") }
         return value
+    }
+}
+
+/// Returns its bytes after blocking its thread for `microseconds`: large frames both ways, at a
+/// pace that lets answers pile up behind prefetched jobs.
+public struct Mirror: Job {
+    public var bytes: [UInt8]
+    public var microseconds: UInt32
+    public init(bytes: [UInt8], microseconds: UInt32) { self.bytes = bytes; self.microseconds = microseconds }
+    public func run(in context: JobContext) async throws -> [UInt8] {
+        usleep(microseconds)
+        return bytes
     }
 }

@@ -79,6 +79,26 @@ extension ProcessTests {
             }
         }
 
+        /// Large arguments and large answers through a worker holding 8 jobs: the worker's
+        /// answers fill the channel to the pool while the pool's dispatches fill the other way.
+        /// When the hold timer's flush ran on the worker's reader thread, it blocked there, the
+        /// reader stopped reading, the pool's reader blocked sending, and neither side read again.
+        @Test func largeFramesBothWaysNeverDeadlock() async throws {
+            try await withPool(.processes(1).prefetch(8)) { pool in
+                let sizes = try await withThrowingTaskGroup(of: Int.self) { group in
+                    for value in 0..<150 {
+                        group.addTask {
+                            let bytes = [UInt8](repeating: UInt8(value & 0xff), count: 256 << 10)
+                            let echoed = try await pool.run(Mirror(bytes: bytes, microseconds: 1_000))
+                            return echoed == bytes ? echoed.count : -1
+                        }
+                    }
+                    return try await group.reduce(into: [Int]()) { $0.append($1) }
+                }
+                #expect(sizes == Array(repeating: 256 << 10, count: 150))
+            }
+        }
+
         /// Many quick jobs through a worker that holds many: every answer arrives, once.
         @Test func everyAnswerArrivesThroughADeepPrefetch() async throws {
             try await withPool(.processes(2).prefetch(16)) { pool in

@@ -66,6 +66,26 @@ import Testing
 
     enum DeliveryKind: Sendable { case failure, batch, elsewhere }
 
+    /// A reader held up while it owes a wake-up (in a send to its worker, say) does not hold up
+    /// the outputs another reader delivers: that one owes the wake-up too, and makes it.
+    @Test func aHeldUpReaderDoesNotHoldUpAnotherReadersOutputs() async {
+        let (mailbox, consumer) = await waitingMailbox(wanting: 3)
+        let release = Atomic(false)
+        let first = PosixThread.start(name: "reader-1") {
+            DeferredWakes.withCurrent { _ in
+                mailbox.deliver(0, count: 1, .success(10))
+                while !release.load(ordering: .acquiring) { usleep(1_000) }
+            }
+        }
+        #expect(await eventually { mailbox.arrived.withLock { $0.list.count == 1 } })
+        PosixThread.start(name: "reader-2") {
+            DeferredWakes.withCurrent { _ in mailbox.deliver(1, count: 1, .success(11)) }
+        }.join()
+        await consumer.value
+        release.store(true, ordering: .releasing)
+        first.join()
+    }
+
     /// The consumer's wait is satisfied by what arrived before it began to wait.
     @Test func arrivalsBeforeTheWaitCount() async {
         let mailbox = BulkMailbox<Int>()

@@ -35,8 +35,4 @@ int ccrew_timer_create(void);
 /// Arms a timerfd to expire once, `nanoseconds` from now; 0 disarms it. 0, or -1 with errno set.
 int ccrew_timer_arm(int fd, unsigned long long nanoseconds);
 
-/// Waits until `first` or `second` is readable (or has ended or failed), retrying on EINTR:
-/// bit 1 set if `first` is, bit 2 if `second` is; -1 with errno set on an error.
-int ccrew_wait_either(int first, int second);
-
 #endif

@@ -37,21 +37,19 @@ final class BulkMailbox<Outcome: Sendable>: DeferredWake {
     @inlinable
     func deliver(_ index: Int, count: Int, _ result: Result<Outcome, any Error>) {
         let waker: DeferredWakes? = if count == 1, case .success = result { DeferredWakes.current } else { nil }
-        // nil: woken now; true: this thread owes the wake-up; false: another thread owes it.
-        let deferred = arrived.withLock { arrived -> Bool? in
+        let wakeNow = arrived.withLock { arrived -> Bool in
             arrived.list.append((index, count, result))
             guard waker != nil, arrived.list.count < arrived.wanted else {
                 arrived.owed = false
-                return nil
+                return true
             }
-            defer { arrived.owed = true }
-            return !arrived.owed
+            arrived.owed = true
+            return false
         }
-        switch deferred {
-        case nil: gate.open()
-        case true?: waker?.owe(self)
-        case false?: break
-        }
+        // Every thread that defers owes the wake-up (once per mailbox), not only the first: a
+        // reader held up in a send to its worker must not hold up the outputs other readers
+        // deliver.
+        if wakeNow { gate.open() } else { waker?.owe(self) }
     }
 
     /// Wakes the consumer if a deferred arrival is still waiting for it.

@@ -61,11 +61,13 @@ final class DeferredWakes {
         return withExtendedLifetime(wakes) { body(wakes) }
     }
 
-    /// Notes that `waiter` is owed a wake-up, to be made within ``maxDelay``.
+    /// Notes that `waiter` is owed a wake-up, to be made within ``maxDelay`` of the first one
+    /// this thread owes.
     @usableFromInline
     func owe(_ waiter: any DeferredWake) {
         if due == nil { due = .now() + Self.maxDelay }
-        owed.append(waiter)
+        // Few waiters at once (one per `map` whose outputs this thread delivers): a scan is cheap.
+        if !owed.contains(where: { $0 === waiter }) { owed.append(waiter) }
     }
 
     /// How long the thread may wait before it must wake its waiters: nil if it owes nothing.

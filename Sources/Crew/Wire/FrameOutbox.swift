@@ -15,8 +15,8 @@ import Synchronization
 ///
 /// With a ``HoldTimer``, a sender may also hold its frames back for company (see
 /// ``send(holdingWhileUnder:_:)``): they leave with the next send that does not hold, or when
-/// the timer, armed for ``maxHold`` as the first of them is held, tells the thread that watches
-/// it to ``flush()``.
+/// the timer, armed for ``maxHold`` as the first of them is held, tells the thread that waits on
+/// it to ``flush()`` (a thread that never reads the channel: a flush may block).
 final class FrameOutbox: Sendable {
     /// The longest frames are held back.
     static let maxHold: Duration = .milliseconds(2)
@@ -99,11 +99,6 @@ final class FrameOutbox: Sendable {
         }
     }
 
-    /// Whether frames are held back now.
-    var isHolding: Bool {
-        state.withLock { $0.held > 0 }
-    }
-
     /// Sends the frames held back (and anything else queued). Returns false if the outbox is
     /// closed or the peer is gone.
     @discardableResult
@@ -140,10 +135,10 @@ final class FrameOutbox: Sendable {
     }
 }
 
-/// A one-shot timer whose descriptor a thread waits on beside its channel (a timerfd): what
-/// bounds how long a ``FrameOutbox`` holds frames back.
+/// A one-shot timer (a timerfd) that a thread waits on: what bounds how long a ``FrameOutbox``
+/// holds frames back.
 final class HoldTimer: Sendable {
-    /// Readable once the timer has expired, until ``clear()``.
+    /// Readable once the timer has expired, until ``wait()`` or ``clear()`` consumes the expiry.
     let fd: Int32
 
     /// A new, disarmed timer; nil if the system has none to give.
@@ -162,9 +157,21 @@ final class HoldTimer: Sendable {
         _ = ccrew_timer_arm(fd, 0)
     }
 
-    /// Consumes an expiry, so the descriptor is not readable until the next one.
+    /// Consumes an expiry, if there is one, so the descriptor is not readable until the next.
     func clear() {
         var expiries: UInt64 = 0
         _ = read(fd, &expiries, MemoryLayout<UInt64>.size)
+    }
+
+    /// Blocks until the timer expires (at once if it has since the last wait), and consumes the
+    /// expiry.
+    func wait() {
+        var request = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        while true {
+            while poll(&request, 1, -1) < 0 && errno == EINTR {}
+            var expiries: UInt64 = 0
+            // Another waiter, or a `clear`, may have taken it: wait again.
+            if read(fd, &expiries, MemoryLayout<UInt64>.size) == MemoryLayout<UInt64>.size { return }
+        }
     }
 }
