@@ -288,7 +288,7 @@ final class WorkerServer: Sendable {
     /// A job's answer leaves with the next job's start announcement, and while more jobs wait
     /// here than answers are held back, it may wait for company, up to `FrameOutbox.maxHold`:
     /// with a deep prefetch the pool then reads several answers (and sends as many jobs) per
-    /// wake-up instead of one. A worker that holds no job, or one, answers at once.
+    /// wake-up instead of one. A worker holding fewer than three jobs answers at once.
     private func runJobs(_ runner: Runner, _ first: Pending) async {
         var job = first
         // Announce it before it can finish, so the pool arms its timeout first.
