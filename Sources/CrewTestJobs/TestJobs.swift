@@ -13,7 +13,7 @@ public enum TestJobs {
         PlainPoint.self, WeightedTotal.self, RetriedCrashOnce.self, RetriedSleep.self, RefuseNegative.self,
         FailUntilTicket.self, SpawnSleeper.self, FailWithLongMessage.self, ListDepth.self, PrivateJobName.self,
         ThrowsCancellationError.self, FailWhileDescribed.self, RefuseNegativeAtLength.self, WriteToStderr.self,
-        TouchOrFail.self, InProcessChunkFailure.self, GatedRefuse.self, Mirror.self,
+        TouchOrFail.self, InProcessChunkFailure.self, GatedRefuse.self, EchoBytes.self,
     ]
 }
 
@@ -561,7 +561,7 @@ public struct GatedRefuse: Job {
 
 /// Returns its bytes after blocking its thread for `microseconds`: large frames both ways, at a
 /// pace that lets answers pile up behind prefetched jobs.
-public struct Mirror: Job {
+public struct EchoBytes: Job {
     public var bytes: [UInt8]
     public var microseconds: UInt32
     public init(bytes: [UInt8], microseconds: UInt32) { self.bytes = bytes; self.microseconds = microseconds }

@@ -89,7 +89,7 @@ extension ProcessTests {
                     for value in 0..<150 {
                         group.addTask {
                             let bytes = [UInt8](repeating: UInt8(value & 0xff), count: 256 << 10)
-                            let echoed = try await pool.run(Mirror(bytes: bytes, microseconds: 1_000))
+                            let echoed = try await pool.run(EchoBytes(bytes: bytes, microseconds: 1_000))
                             return echoed == bytes ? echoed.count : -1
                         }
                     }
