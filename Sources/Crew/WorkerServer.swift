@@ -180,7 +180,7 @@ final class WorkerServer: Sendable {
             // End of stream: the pool has let us go. Answer what was accepted (running and held
             // jobs), then exit; the pool terminates a worker that lingers.
             if n == 0 {
-                if beginDraining() { exitWorker(0) }
+                if beginDraining() { exitAnswered() }
                 return
             }
             // A read error: the channel is broken, nothing more can be answered.
@@ -241,10 +241,10 @@ final class WorkerServer: Sendable {
             task?.cancel()
             if heldJob {
                 send(.failure(jobID: jobID, kind: .cancelled, errorType: "", message: "cancelled before it started"))
-                if answerSent() { exitWorker(0) }
+                if answerSent() { exitAnswered() }
             }
         case .shutdown:
-            if beginDraining() { exitWorker(0) }
+            if beginDraining() { exitAnswered() }
         }
     }
 
@@ -333,7 +333,7 @@ final class WorkerServer: Sendable {
                 return
             case .stop:
                 send(answer)
-                if answerSent() { exitWorker(0) }
+                if answerSent() { exitAnswered() }
                 return
             }
         }
@@ -388,6 +388,13 @@ final class WorkerServer: Sendable {
     /// Sends a message; results that several jobs produce at once leave in one write.
     private func send(_ message: WorkerMessage) {
         if !output.send({ $0.write(message) }) { exitWorker(0) }
+    }
+
+    /// Exits once every answer has left: a send that found another thread sending only queued
+    /// its frames, and that thread (the hold thread, say) may still be writing them.
+    private func exitAnswered() -> Never {
+        output.sendEverything()
+        exitWorker(0)
     }
 
     private func exitWorker(_ status: Int32) -> Never {

@@ -1,6 +1,7 @@
 @testable import Crew
 import CrewTestJobs
 import Glibc
+import Synchronization
 import Testing
 
 /// Frames held back for company in a ``FrameOutbox`` (a worker's answers while prefetched jobs
@@ -97,6 +98,45 @@ extension ProcessTests {
                 }
                 #expect(sizes == Array(repeating: 256 << 10, count: 150))
             }
+        }
+
+        /// A released worker answers every job it received before it exits, also while the
+        /// hold thread is in the middle of a flush (the pool reads slowly, so the channel fills):
+        /// a last answer that only queued behind that flush used to let the worker exit under it.
+        @Test func aReleasedWorkerAnswersEverythingWhileTheHoldThreadFlushes() async throws {
+            let answered = Mutex(0)
+            let problems = Mutex<[String]>([])
+            let exited = Mutex<String?>(nil)
+            let spec = ProcessWorker.LaunchSpec(
+                executablePath: testWorkerPath, arguments: [], environment: [:],
+                maxFrameSize: WireProtocol.defaultMaxFrameSize, forwardStderr: true, concurrency: 1)
+            let worker = try await withCheckedThrowingContinuation { continuation in
+                Supervisor.shared.submit {
+                    continuation.resume(with: Result { () throws(CrewError) in try ProcessWorker.spawn(id: 1, spec) })
+                }
+            }
+            worker.start(ProcessWorker.Callbacks(
+                hello: { _ in },
+                messages: { messages in
+                    for message in messages {
+                        if case .result = message { answered.withLock { $0 += 1 } }
+                    }
+                    usleep(20_000)  // a slow pool
+                },
+                violation: { problem in problems.withLock { $0.append(problem) } },
+                exited: { termination, _ in exited.withLock { $0 = "\(termination)" } }))
+            let total = 8
+            let arguments = try BinaryEncoder().encode(EchoBytes(bytes: [UInt8](repeating: 7, count: 1 << 20), microseconds: 5_000))
+            for jobID in 0..<UInt64(total) {
+                worker.enqueue(DispatchedJob(
+                    jobID: jobID, name: EchoBytes.jobName, payload: JobPayload(encoded: arguments), announceStart: false))
+            }
+            worker.sendEnqueued()
+            worker.release()
+            #expect(await eventually(within: .seconds(20)) { exited.withLock { $0 } != nil })
+            #expect(answered.withLock { $0 } == total)
+            #expect(problems.withLock { $0 }.isEmpty)
+            #expect(exited.withLock { $0 } == "exited with status 0")
         }
 
         /// Many quick jobs through a worker that holds many: every answer arrives, once.

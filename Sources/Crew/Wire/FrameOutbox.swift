@@ -106,6 +106,18 @@ final class FrameOutbox: Sendable {
         send { _ in }
     }
 
+    /// Sends everything queued, held frames included, and returns once no thread is sending:
+    /// what a process does before it exits. Returns at once if the peer is gone (a send to it
+    /// fails and ends); blocks while a peer that is alive does not read.
+    func sendEverything() {
+        while true {
+            flush()
+            if state.withLock({ $0.closed || (!$0.flushing && $0.writer.bytes.isEmpty) }) { return }
+            // Another thread is sending (what it found, and what came after): let it finish.
+            usleep(200)
+        }
+    }
+
     /// Accepts no more frames and shuts down the sending side once the frames already accepted
     /// have left: the peer reads them, then end-of-file. Frames held back are not sent: flush
     /// them first.
