@@ -107,14 +107,7 @@ extension ProcessTests {
             let answered = Mutex(0)
             let problems = Mutex<[String]>([])
             let exited = Mutex<String?>(nil)
-            let spec = ProcessWorker.LaunchSpec(
-                executablePath: testWorkerPath, arguments: [], environment: [:],
-                maxFrameSize: WireProtocol.defaultMaxFrameSize, forwardStderr: true, concurrency: 1)
-            let worker = try await withCheckedThrowingContinuation { continuation in
-                Supervisor.shared.submit {
-                    continuation.resume(with: Result { () throws(CrewError) in try ProcessWorker.spawn(id: 1, spec) })
-                }
-            }
+            let worker = try await spawnTestWorker()
             worker.start(ProcessWorker.Callbacks(
                 hello: { _ in },
                 messages: { messages in

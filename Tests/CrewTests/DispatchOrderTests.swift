@@ -31,15 +31,7 @@ extension ProcessTests {
             let started = Mutex<[UInt64]>([])
             let answered = Mutex(0)
             let exited = Mutex(false)
-            let spec = ProcessWorker.LaunchSpec(
-                executablePath: testWorkerPath, arguments: [], environment: [:],
-                maxFrameSize: WireProtocol.defaultMaxFrameSize, forwardStderr: true, concurrency: 1)
-            let worker = try await withCheckedThrowingContinuation { continuation in
-                // Workers are spawned on the supervisor's thread (see ProcessWorker.spawn).
-                Supervisor.shared.submit {
-                    continuation.resume(with: Result { () throws(CrewError) in try ProcessWorker.spawn(id: 1, spec) })
-                }
-            }
+            let worker = try await spawnTestWorker()
             worker.start(ProcessWorker.Callbacks(
                 hello: { _ in },
                 messages: { messages in
