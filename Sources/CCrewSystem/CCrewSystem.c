@@ -106,7 +106,7 @@ int ccrew_wait_readable(int fd, unsigned long long nanoseconds) {
 }
 
 int ccrew_timer_create(void) {
-    return timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    return timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
 }
 
 int ccrew_timer_arm(int fd, unsigned long long nanoseconds) {

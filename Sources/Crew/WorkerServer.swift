@@ -319,20 +319,19 @@ final class WorkerServer: Sendable {
                 return (.run(held), state.pending.count)
             }
             let answer = Self.reply(jobID: job.jobID, name: job.name, result: result, cancelled: Task.isCancelled, maxFrameSize: maxFrameSize)
+            let announced: UInt64? = if case .run(let held) = next, held.announceStart { held.jobID } else { nil }
+            let sent = output.send(holdingWhileUnder: stillHeld) { writer in
+                writer.write(answer)
+                if let announced { writer.write(WorkerMessage.started(jobID: announced)) }
+            }
+            if !sent { exitWorker(0) }
             switch next {
             case .run(let held):
-                let sent = output.send(holdingWhileUnder: stillHeld) { writer in
-                    writer.write(answer)
-                    if held.announceStart { writer.write(WorkerMessage.started(jobID: held.jobID)) }
-                }
-                if !sent { exitWorker(0) }
                 job = held
             case .handOff(let fresh, let held):
-                send(answer)
                 launch(fresh, held)
                 return
             case .stop:
-                send(answer)
                 if answerSent() { exitAnswered() }
                 return
             }

@@ -29,7 +29,7 @@ int ccrew_available_cores(void);
 /// failed), 0 if the time ran out, -1 with errno set (EINTR: a signal came).
 int ccrew_wait_readable(int fd, unsigned long long nanoseconds);
 
-/// A non-blocking, close-on-exec timerfd on CLOCK_MONOTONIC, or -1 with errno set.
+/// A close-on-exec timerfd on CLOCK_MONOTONIC (reads block until it expires), or -1 with errno set.
 int ccrew_timer_create(void);
 
 /// Arms a timerfd to expire once, `nanoseconds` from now; 0 disarms it. 0, or -1 with errno set.

@@ -58,7 +58,7 @@ final class DeferredWakes {
             pthread_setspecific(key, nil)
             wakes.wakeOwed()
         }
-        return withExtendedLifetime(wakes) { body(wakes) }
+        return body(wakes)
     }
 
     /// Notes that `waiter` is owed a wake-up, to be made within ``maxDelay`` of the first one

@@ -150,7 +150,7 @@ final class FrameOutbox: Sendable {
 /// A one-shot timer (a timerfd) that a thread waits on: what bounds how long a ``FrameOutbox``
 /// holds frames back.
 final class HoldTimer: Sendable {
-    /// Readable once the timer has expired, until ``wait()`` or ``clear()`` consumes the expiry.
+    /// Readable once the timer has expired, until ``wait()`` consumes the expiry.
     let fd: Int32
 
     /// A new, disarmed timer; nil if the system has none to give.
@@ -169,21 +169,10 @@ final class HoldTimer: Sendable {
         _ = ccrew_timer_arm(fd, 0)
     }
 
-    /// Consumes an expiry, if there is one, so the descriptor is not readable until the next.
-    func clear() {
-        var expiries: UInt64 = 0
-        _ = read(fd, &expiries, MemoryLayout<UInt64>.size)
-    }
-
     /// Blocks until the timer expires (at once if it has since the last wait), and consumes the
     /// expiry.
     func wait() {
-        var request = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        while true {
-            while poll(&request, 1, -1) < 0 && errno == EINTR {}
-            var expiries: UInt64 = 0
-            // Another waiter, or a `clear`, may have taken it: wait again.
-            if read(fd, &expiries, MemoryLayout<UInt64>.size) == MemoryLayout<UInt64>.size { return }
-        }
+        var expiries: UInt64 = 0
+        while read(fd, &expiries, MemoryLayout<UInt64>.size) < 0 && errno == EINTR {}
     }
 }
