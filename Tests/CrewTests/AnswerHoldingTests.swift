@@ -80,6 +80,36 @@ extension ProcessTests {
             }
         }
 
+        /// A worker that dies right after holding an answer back takes it with it: that job, the
+        /// one that killed it and the held ones each end with their output or a typed
+        /// `workerCrashed`, none waits for ever, and the pool serves on.
+        @Test func aWorkerThatDiesWhileHoldingAnAnswerFailsItsJobsTyped() async throws {
+            try await withPool(.processes(1).prefetch(4)) { pool in
+                let first = temporaryPath("first")
+                defer { unlink(first) }
+                @Sendable func outcome(_ run: @escaping @Sendable () async throws -> Int) async -> String {
+                    do { return "ok \(try await run())" } catch let error as CrewError { return "\(error.code)" } catch { return "\(error)" }
+                }
+                let head = Task { await outcome { Int(try await pool.run(WaitForFile(path: first))) } }
+                #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 1 })
+                let crash = Task { await outcome { try await pool.run(Crash(.sigkill)) } }
+                #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 2 })
+                let held = (0..<3).map { value in Task { await outcome { try await pool.run(Echo(value)) } } }
+                // All five are in the worker. The head's answer is held (three jobs wait behind
+                // the crash), and the crash follows at once.
+                #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 5 })
+                openGate(first)
+                #expect(await crash.value == "workerCrashed")
+                let headOutcome = await head.value
+                #expect(headOutcome.hasPrefix("ok ") || headOutcome == "workerCrashed", "\(headOutcome)")
+                for (value, job) in held.enumerated() {
+                    let heldOutcome = await job.value
+                    #expect(heldOutcome == "ok \(value)" || heldOutcome == "workerCrashed", "\(heldOutcome)")
+                }
+                try await expectNothingLeftAndServing(pool)
+            }
+        }
+
         /// Large arguments and large answers through a worker holding 8 jobs: the worker's
         /// answers fill the channel to the pool while the pool's dispatches fill the other way.
         /// When the hold timer's flush ran on the worker's reader thread, it blocked there, the
