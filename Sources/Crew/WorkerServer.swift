@@ -201,7 +201,7 @@ final class WorkerServer: Sendable {
         switch message {
         case .run(let jobID, let name, let arguments, let announceStart):
             guard let entry = catalog.entries[name] else {
-                send(.failure(
+                post(.failure(
                     jobID: jobID, kind: .unknownJobType, errorType: "",
                     message: "worker \(workerID) has no job type named \(name) in its catalog"
                 ))
@@ -220,7 +220,7 @@ final class WorkerServer: Sendable {
                 return (runner, false)
             }
             if cancelledAlready {
-                send(.failure(jobID: jobID, kind: .cancelled, errorType: "", message: "cancelled before it started"))
+                post(.failure(jobID: jobID, kind: .cancelled, errorType: "", message: "cancelled before it started"))
             }
             if let runner { launch(runner, job) }
         case .cancel(let jobID):
@@ -240,7 +240,7 @@ final class WorkerServer: Sendable {
             }
             task?.cancel()
             if heldJob {
-                send(.failure(jobID: jobID, kind: .cancelled, errorType: "", message: "cancelled before it started"))
+                post(.failure(jobID: jobID, kind: .cancelled, errorType: "", message: "cancelled before it started"))
                 if answerSent() { exitAnswered() }
             }
         case .shutdown:
@@ -387,6 +387,12 @@ final class WorkerServer: Sendable {
     /// Sends a message; results that several jobs produce at once leave in one write.
     private func send(_ message: WorkerMessage) {
         if !output.send({ $0.write(message) }) { exitWorker(0) }
+    }
+
+    /// What the reader thread answers itself: the hold thread sends it, so that the reader never
+    /// blocks on a full channel and always goes on reading (see ``FrameOutbox/post(_:)``).
+    private func post(_ message: WorkerMessage) {
+        if !output.post({ $0.write(message) }) { exitWorker(0) }
     }
 
     /// Exits once every answer has left: a send that found another thread sending only queued

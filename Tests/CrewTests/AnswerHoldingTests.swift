@@ -52,6 +52,59 @@ import Testing
         #expect(try FrameOutboxTests.runFrameJobIDs(from: far, maxFrameSize: 1 << 16) == [1, 2, 3])
         outbox.closeDescriptor()
     }
+
+    /// A worker's reader posts the failures it answers itself: a post queues the frame and fires
+    /// the timer, and returns even when the channel is full (a send would block there, and a
+    /// reader that stops reading deadlocks with a pool blocked sending to it). The thread that
+    /// waits on the timer sends it once the peer reads, after everything sent before it.
+    @Test func aPostReturnsOnAFullChannelAndTheTimerThreadSendsIt() throws {
+        let (near, far) = try SystemIO.socketPair()
+        defer { close(far) }
+        let timer = try #require(HoldTimer())
+        let outbox = FrameOutbox(fd: near, holdTimer: timer)
+        // Fill the channel with whole frames: each is one small write, taken whole or refused.
+        var filler = FrameWriter(capacity: 256)
+        var sent: UInt64 = 0
+        while true {
+            filler.bytes.removeAll(keepingCapacity: true)
+            Self.run(sent + 1)(&filler)
+            let written = filler.bytes.withUnsafeBytes { Glibc.send(near, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if written < 0 {
+                #expect(errno == EAGAIN)
+                break
+            }
+            try #require(written == filler.bytes.count)
+            sent += 1
+        }
+        #expect(sent > 10)
+        #expect(outbox.post(Self.run(sent + 1)))
+        #expect(Self.readable(timer.fd, within: 10_000))
+        let flusher = PosixThread.start(name: "test-flusher") {
+            timer.wait()
+            outbox.flush()
+            outbox.shutdownWriting()
+        }
+        #expect(try FrameOutboxTests.runFrameJobIDs(from: far, maxFrameSize: 1 << 16) == Array(1...(sent + 1)))
+        flusher.join()
+        outbox.closeDescriptor()
+    }
+
+    /// While posted frames wait, nothing is held back: the next send takes them along at once.
+    @Test func aSendAfterAPostDoesNotHold() throws {
+        let (near, far) = try SystemIO.socketPair()
+        defer { close(far) }
+        let timer = try #require(HoldTimer())
+        let outbox = FrameOutbox(fd: near, holdTimer: timer)
+        #expect(outbox.post(Self.run(1)))
+        #expect(outbox.send(holdingWhileUnder: 5, Self.run(2)))
+        #expect(Self.readable(far, within: 0))
+        // The posted frame has left: holding works again.
+        #expect(outbox.send(holdingWhileUnder: 5, Self.run(3)))
+        outbox.shutdownWriting()
+        #expect(try FrameOutboxTests.runFrameJobIDs(from: far, maxFrameSize: 1 << 16) == [1, 2])
+        #expect(outbox.flush() == false)
+        outbox.closeDescriptor()
+    }
 }
 
 extension ProcessTests {

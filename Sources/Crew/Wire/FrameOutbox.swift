@@ -16,7 +16,8 @@ import Synchronization
 /// With a ``HoldTimer``, a sender may also hold its frames back for company (see
 /// ``send(holdingWhileUnder:_:)``): they leave with the next send that does not hold, or when
 /// the timer, armed for ``maxHold`` as the first of them is held, tells the thread that waits on
-/// it to ``flush()`` (a thread that never reads the channel: a flush may block).
+/// it to ``flush()`` (a thread that never reads the channel: a flush may block). That thread also
+/// sends what a thread that must not block ``post(_:)``s.
 final class FrameOutbox: Sendable {
     /// The longest frames are held back.
     static let maxHold: Duration = .milliseconds(2)
@@ -35,6 +36,8 @@ final class FrameOutbox: Sendable {
         var closeWhenFlushed = false
         /// Sends whose frames are queued and held back (none while a thread is sending).
         var held = 0
+        /// Frames were posted (see ``post(_:)``): nothing is held until they have left.
+        var posted = false
     }
     private let state = Mutex(State())
 
@@ -53,28 +56,25 @@ final class FrameOutbox: Sendable {
     /// the pool, which has work for it anyway, then reads several answers per wake-up.
     @discardableResult
     func send(holdingWhileUnder limit: Int = 0, _ build: (inout FrameWriter) -> Void) -> Bool {
-        var startHolding = false
-        var releaseHeld = false
+        // The timer is armed and disarmed under the lock, so that its last setting always
+        // matches what is queued: a disarm that came late could strand a posted frame.
         let first = state.withLock { state -> [UInt8]? in
             guard !state.closed else { return nil }
             build(&state.writer)
-            if holdTimer != nil, !state.flushing, !state.writer.bytes.isEmpty, state.held + 1 < limit {
+            if let holdTimer, !state.flushing, !state.posted, !state.writer.bytes.isEmpty, state.held + 1 < limit {
                 state.held += 1
-                startHolding = state.held == 1
+                if state.held == 1 { holdTimer.arm(after: Self.maxHold) }
                 return []
             }
-            releaseHeld = state.held > 0
+            if state.held > 0 { holdTimer?.disarm() }
             state.held = 0
             // Another thread sends what is queued, or nothing is (`build` may write nothing).
             guard !state.flushing, !state.writer.bytes.isEmpty else { return [] }
             state.flushing = true
+            state.posted = false
             swap(&state.writer.bytes, &state.spare)
             return state.spare
         }
-        // Outside the lock: a timer armed late, or disarmed early, only makes the watcher flush
-        // an empty queue.
-        if startHolding { holdTimer?.arm(after: Self.maxHold) }
-        if releaseHeld { holdTimer?.disarm() }
         guard var batch = first else { return false }
         if batch.isEmpty { return true }
         var delivered = true
@@ -91,11 +91,33 @@ final class FrameOutbox: Sendable {
                     if state.closeWhenFlushed { close(fd) }
                     return nil
                 }
+                state.posted = false
                 swap(&state.writer.bytes, &state.spare)
                 return state.spare
             }
             guard let more else { return delivered }
             batch = more
+        }
+    }
+
+    /// Queues frames for the thread that waits on the hold timer to send, and returns without
+    /// writing: for a thread that must never block on the channel. A worker's reader posts the
+    /// failures it answers itself (an unknown job type, a job cancelled before it started): if
+    /// it sent them and the channel were full, it would stop reading, and a pool blocked sending
+    /// to it would never read the answers that fill the channel. Frames posted leave at once
+    /// (the timer fires now; nothing is held back meanwhile), or with a send in progress.
+    /// Returns false if the outbox is closed. Without a hold timer, sends like ``send(holdingWhileUnder:_:)``.
+    ///
+    /// A thread must flush whenever the hold timer fires.
+    func post(_ build: (inout FrameWriter) -> Void) -> Bool {
+        guard let holdTimer else { return send(build) }
+        return state.withLock { state -> Bool in
+            guard !state.closed else { return false }
+            build(&state.writer)
+            state.posted = true
+            // A thread sending now takes these frames too before it stops.
+            if !state.flushing { holdTimer.arm(after: .nanoseconds(1)) }
+            return true
         }
     }
 
