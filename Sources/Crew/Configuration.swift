@@ -29,13 +29,13 @@ public struct Workers: Sendable, ExpressibleByArrayLiteral {
         /// in the pool, so that a burst starts workers (up to ``maximum``) rather than queueing in
         /// a busy one.
         ///
-        /// While more held jobs wait in a worker than answers it holds back, a finished job's
-        /// answer (with the next job's start) may wait for company, for at most 2 ms: with a
-        /// prefetch of 3 or more, the pool then reads about half the prefetch in answers per
-        /// wake-up instead of one, which halved the parent's CPU per row in the demo at 8. So a
-        /// held job's timeout may start up to 2 ms late, and a worker that dies in that time takes
-        /// the held answers with it (their jobs fail with its death, or are retried). With a
-        /// prefetch under 3 every answer leaves at once.
+        /// While held jobs still wait in a worker, a finished job's answer (with the next job's
+        /// start) may wait for company, for at most 6 ms, until the answers held back number
+        /// three times the jobs still waiting: at a prefetch of 8 the pool then reads about 6
+        /// answers per wake-up instead of one, which cut the parent's CPU per row in the demo by
+        /// more than half. So a held job's timeout may start up to 6 ms late, and a worker that
+        /// dies in that time takes the held answers with it (their jobs fail with its death, or
+        /// are retried). With a prefetch under 2 every answer leaves at once.
         /// Default: 0.
         public var prefetch: Int = 0
         /// Workers above ``minimum`` stop after being idle this long. Default: never.

@@ -20,7 +20,7 @@ import Synchronization
 /// sends what a thread that must not block ``post(_:)``s.
 final class FrameOutbox: Sendable {
     /// The longest frames are held back.
-    static let maxHold: Duration = .milliseconds(2)
+    static let maxHold: Duration = .milliseconds(6)
 
     private let fd: Int32
     private let holdTimer: HoldTimer?

@@ -57,10 +57,10 @@ struct MandelbrotCommand: AsyncParsableCommand {
     }
 
     /// The demo's workers: each holds its next 8 rows while it renders one (prefetch), so it never
-    /// waits for the parent between rows, and answers about half as many rows at a time (a worker
-    /// holds an answer back while more rows wait in it than answers are held, for at most 2 ms):
-    /// the parent then wakes once per few rows, which halved its CPU per render against holding
-    /// one row.
+    /// waits for the parent between rows, and answers about 6 rows at a time (a worker holds
+    /// answers back, for at most 6 ms, until it holds three per row still waiting in it): the
+    /// parent then wakes once per few rows, which more than halved its CPU per render against
+    /// holding one row.
     static func workers(_ count: Int) -> Workers { Workers.processes(count).prefetch(8) }
 
     /// Renders every row on a fresh pool; returns the rows in order and the wall time.
