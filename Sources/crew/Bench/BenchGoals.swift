@@ -60,11 +60,16 @@ struct Goal: Sendable {
     /// Ratios without a target, to read the goals by: the unpinned floor lands on one CPU or on
     /// two (a factor of about 10 on this VM), so the p50 goal flips with it; the Mandelbrot goals
     /// computed on plain processes fed over socketpairs show how close one message per row can
-    /// come on this machine at all; and the render with fewer messages shows what the
-    /// per-message cost is.
+    /// come on this machine at all; the in-process speedup, what the second vCPU gives at all;
+    /// the workers' CPU against the `TaskGroup`'s, whether the workers' kernel costs more than
+    /// the in-process one; and the render with fewer messages shows what the per-message cost is.
     static let informational: [Goal] = [
         .ratio("process_rtt_p50_over_same_cpu_floor", "process RTT p50 / same-CPU floor p50", "process_rtt_us_p50", "floor_same_cpu_rtt_us_p50", .informational),
         .ratio("process_rtt_p50_over_cross_cpu_floor", "process RTT p50 / cross-CPU floor p50", "process_rtt_us_p50", "floor_cross_cpu_rtt_us_p50", .informational),
+        .ratio("mandelbrot_taskgroup_speedup_2_threads", "Mandelbrot in-process: TaskGroup of 1 / TaskGroup of 2",
+               "mandelbrot_taskgroup_1_s", "mandelbrot_taskgroup_2_s", .informational),
+        .ratio("mandelbrot_workers_cpu_over_taskgroup_cpu", "Mandelbrot CPU per render: 2 workers' / TaskGroup's",
+               "mandelbrot_2_workers_workers_cpu_ms", "mandelbrot_taskgroup_2_cpu_ms", .informational),
         .ratio("mandelbrot_floor_speedup_2_processes", "Mandelbrot raw limit: 1 process / 2 processes",
                "mandelbrot_floor_1_process_s", "mandelbrot_floor_2_processes_s", .informational),
         .ratio("mandelbrot_floor_2_processes_over_taskgroup", "Mandelbrot raw limit: 2 processes / TaskGroup",

@@ -3,7 +3,10 @@ import Glibc
 
 /// The demo's workload as a speedup test: render `settings.mandelbrot` one row per job (the
 /// `MandelbrotRow` job, `MandelbrotGeometry.renderRow`) on 1 and 2 process workers, and in this
-/// process on a TaskGroup limited to 2 rows at a time. Seconds per render.
+/// process on a TaskGroup limited to 2 rows at a time. Seconds per render, and for some variants
+/// the CPU per render of this process and of the workers: against the `TaskGroup`'s CPU, they
+/// split a gap between renders into work the workers' kernel does anyway, what the pool adds,
+/// and vCPU time nobody used.
 ///
 /// The variants alternate: each repetition renders once with each of them, in an order that
 /// rotates from one repetition to the next, so the ratios the goals are about compare renders
@@ -18,6 +21,11 @@ enum MandelbrotBenchmarks {
     /// One way to render the image.
     private struct Variant {
         var key: String
+        /// The key of the figure for this process's CPU per render, if there is one.
+        var parentCPUKey: String? = nil
+        /// The worker processes whose CPU per render is the figure `workersCPUKey`.
+        var workers: [pid_t] = []
+        var workersCPUKey: String? = nil
         /// Renders the image; returns its rows.
         var render: () async throws -> [[UInt8]]
     }
@@ -33,16 +41,25 @@ enum MandelbrotBenchmarks {
             try await withBenchPool(MandelbrotCommand.workers(2)) { two in
                 try await withBenchPool(MandelbrotCommand.workers(2)) { twoBatched in
                     let variants = [
-                        Variant(key: "mandelbrot_taskgroup_2_s") { await renderInProcess(geometry, concurrency: 2) },
+                        Variant(key: "mandelbrot_taskgroup_2_s", parentCPUKey: "mandelbrot_taskgroup_2_cpu_ms") {
+                            await renderInProcess(geometry, concurrency: 2)
+                        },
+                        // What the machine's second vCPU gives a plain in-process render (info).
+                        Variant(key: "mandelbrot_taskgroup_1_s") { await renderInProcess(geometry, concurrency: 1) },
                         Variant(key: "mandelbrot_1_worker_s") {
                             try await MandelbrotCommand.renderRows(on: one, geometry, workers: 1)
                         },
-                        Variant(key: "mandelbrot_2_workers_s") {
+                        Variant(
+                            key: "mandelbrot_2_workers_s", parentCPUKey: "mandelbrot_2_workers_parent_cpu_ms",
+                            workers: two.snapshot().workers.compactMap(\.processID), workersCPUKey: "mandelbrot_2_workers_workers_cpu_ms"
+                        ) {
                             try await MandelbrotCommand.renderRows(on: two, geometry, workers: 2)
                         },
                         // The raw limit of one message per row (info).
                         Variant(key: "mandelbrot_floor_1_process_s") { try await floorOne.render() },
-                        Variant(key: "mandelbrot_floor_2_processes_s") { try await floorTwo.render() },
+                        Variant(key: "mandelbrot_floor_2_processes_s", parentCPUKey: "mandelbrot_floor_2_parent_cpu_ms") {
+                            try await floorTwo.render()
+                        },
                         // The same jobs, 8 rows per message: what the per-message cost is (info).
                         Variant(key: "mandelbrot_2_workers_8_per_message_s") {
                             try await MandelbrotCommand.renderRows(on: twoBatched, geometry, workers: 2, rowsPerMessage: 8)
@@ -54,11 +71,15 @@ enum MandelbrotBenchmarks {
                         for offset in 0..<variants.count {
                             let variant = variants[(repetition + offset) % variants.count]
                             let start = monotonicNanoseconds()
-                            let cpuStart = processCPUSeconds()
+                            let parentStart = processCPUSeconds()
+                            let workersStart = variant.workers.reduce(0) { $0 + processCPUMilliseconds($1) }
                             let rows = try await variant.render()
                             times[variant.key, default: []].append(seconds(since: start))
-                            if let cpuKey = Self.parentCPUKeys[variant.key] {
-                                times[cpuKey, default: []].append((processCPUSeconds() - cpuStart) * 1000)
+                            if let key = variant.parentCPUKey {
+                                times[key, default: []].append((processCPUSeconds() - parentStart) * 1000)
+                            }
+                            if let key = variant.workersCPUKey {
+                                times[key, default: []].append(variant.workers.reduce(0) { $0 + processCPUMilliseconds($1) } - workersStart)
                             }
                             guard checksum(rows) == reference else { throw BenchError("\(variant.key) rendered a different image") }
                         }
@@ -68,12 +89,6 @@ enum MandelbrotBenchmarks {
             }
         }
     }
-
-    /// The renders whose parent CPU is a figure too, and that figure's key.
-    private static let parentCPUKeys = [
-        "mandelbrot_2_workers_s": "mandelbrot_2_workers_parent_cpu_ms",
-        "mandelbrot_floor_2_processes_s": "mandelbrot_floor_2_parent_cpu_ms",
-    ]
 
     /// CPU time this process has used (user and system, all threads; not its workers').
     static func processCPUSeconds() -> Double {
