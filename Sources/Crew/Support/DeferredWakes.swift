@@ -20,7 +20,11 @@ protocol DeferredWake: AnyObject, Sendable {
 /// may leave the consumer asleep and note here that it owes it a wake-up. Before the reader
 /// blocks on its channel, it waits for input only until ``maxDelay`` after the first wake-up
 /// it put off, and makes the owed wake-ups if nothing came by then; it makes them too when its
-/// channel ends. So an output waits at most about ``maxDelay`` for its consumer.
+/// channel ends. So an output waits at most about ``maxDelay`` for its consumer. A read that
+/// brings several answers at once makes the owed wake-ups right away: the worker held those
+/// answers back for company already, and waiting for more would mostly end in a timer wake-up
+/// of the reader as well as the consumer's (in the demo's render this cut the parent's CPU and
+/// the 2-worker render's time by a few percent in four alternating runs).
 ///
 /// Only a thread inside ``withCurrent(_:)`` defers (``current`` is nil elsewhere: timers,
 /// callers, and thread and inline workers wake at once). A thread worker's thread runs its jobs

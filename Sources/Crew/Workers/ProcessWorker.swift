@@ -202,6 +202,11 @@ final class ProcessWorker: Sendable {
                 }
                 if !messages.isEmpty {
                     callbacks.messages(messages)
+                    // Answers that came several at once were held back by the worker for
+                    // company already: waiting for more would rarely find any before the
+                    // deadline, and would cost this thread a timer wake-up on top of the
+                    // consumer's.
+                    if messages.count(where: { if case .result = $0 { true } else { false } }) >= 2 { wakes.wakeOwed() }
                     messages.removeAll(keepingCapacity: true)
                 }
             } catch {
