@@ -89,6 +89,32 @@ import Testing
         outbox.closeDescriptor()
     }
 
+    /// Large frames are not held: once `maxHeldBytes` are queued, a send that could hold sends.
+    @Test func framesAreNotHeldPastTheByteLimit() throws {
+        let (near, far) = try SystemIO.socketPair()
+        defer { close(far) }
+        let timer = try #require(HoldTimer())
+        let outbox = FrameOutbox(fd: near, holdTimer: timer)
+        let half = [UInt8](repeating: 7, count: FrameOutbox.maxHeldBytes / 2)
+        let big: (UInt64) -> (inout FrameWriter) -> Void = { jobID in
+            { $0.write(PoolMessage.run(jobID: jobID, name: "Job", arguments: half, announceStart: false)) }
+        }
+        #expect(outbox.send(holdingWhileUnder: 10, big(1)))
+        #expect(!Self.readable(far, within: 0))
+        // The second takes the queue past the limit: both leave now, though the count allows 10.
+        let received = Recorder()
+        let reading = PosixThread.start(name: "test-reader") {
+            for jobID in (try? FrameOutboxTests.runFrameJobIDs(from: far, maxFrameSize: 1 << 20)) ?? [] {
+                received.append(Int(jobID))
+            }
+        }
+        #expect(outbox.send(holdingWhileUnder: 10, big(2)))
+        outbox.shutdownWriting()
+        reading.join()
+        #expect(received.values == [1, 2])
+        outbox.closeDescriptor()
+    }
+
     /// While posted frames wait, nothing is held back: the next send takes them along at once.
     @Test func aSendAfterAPostDoesNotHold() throws {
         let (near, far) = try SystemIO.socketPair()

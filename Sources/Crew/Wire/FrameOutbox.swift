@@ -21,6 +21,10 @@ import Synchronization
 final class FrameOutbox: Sendable {
     /// The longest frames are held back.
     static let maxHold: Duration = .milliseconds(6)
+    /// Frames are not held back once this many bytes are queued: large answers gain nothing from
+    /// company (the peer reads them in several reads anyway), and a worker's held answers should
+    /// not pile up in its memory.
+    static let maxHeldBytes = 256 * 1024
 
     private let fd: Int32
     private let holdTimer: HoldTimer?
@@ -51,7 +55,8 @@ final class FrameOutbox: Sendable {
     /// is gone.
     ///
     /// With a hold timer and a `limit` above 1, the frames stay queued instead while this send
-    /// and those held before it number fewer than `limit` and no thread is sending. A worker
+    /// and those held before it number fewer than `limit`, no thread is sending, nothing posted
+    /// waits, and fewer than ``maxHeldBytes`` are queued. A worker
     /// holds an answer back this way while more prefetched jobs wait in it than answers are held:
     /// the pool, which has work for it anyway, then reads several answers per wake-up.
     @discardableResult
@@ -61,7 +66,8 @@ final class FrameOutbox: Sendable {
         let first = state.withLock { state -> [UInt8]? in
             guard !state.closed else { return nil }
             build(&state.writer)
-            if let holdTimer, !state.flushing, !state.posted, !state.writer.bytes.isEmpty, state.held + 1 < limit {
+            if let holdTimer, !state.flushing, !state.posted, !state.writer.bytes.isEmpty, state.held + 1 < limit,
+               state.writer.bytes.count < Self.maxHeldBytes {
                 state.held += 1
                 if state.held == 1 { holdTimer.arm(after: Self.maxHold) }
                 return []
