@@ -35,7 +35,9 @@ public struct Workers: Sendable, ExpressibleByArrayLiteral {
         /// answers per wake-up instead of one, which cut the parent's CPU per row in the demo by
         /// more than half. So a held job's timeout may start up to 6 ms late, and a worker that
         /// dies in that time takes the held answers with it (their jobs fail with its death, or
-        /// are retried). With a prefetch under 2 every answer leaves at once.
+        /// are retried). With a prefetch under 2 every answer leaves at once, and so does the
+        /// answer of a job with a timeout, so that one that ends in time is never taken for one
+        /// that ran over.
         /// Default: 0.
         public var prefetch: Int = 0
         /// Workers above ``minimum`` stop after being idle this long. Default: never.

@@ -189,9 +189,11 @@ final class PoolCore: Sendable {
             let (actions, handles) = change(&state)
             var work = Work(actions: actions, handles: handles)
             for action in actions {
-                guard case .dispatch(let workerID, let jobID, let name, let payload, _, let announceStart) = action,
+                guard case .dispatch(let workerID, let jobID, let name, let payload, let timeout, let announceStart) = action,
                       let handle = handles[workerID] else { continue }
-                handle.enqueue(DispatchedJob(jobID: jobID, name: name, payload: payload, announceStart: announceStart))
+                // A held job's timeout is armed when it starts (`announceStart`), so either says it has one.
+                handle.enqueue(DispatchedJob(
+                    jobID: jobID, name: name, payload: payload, announceStart: announceStart, timed: timeout != nil || announceStart))
                 if work.sender == nil {
                     work.sender = handle
                 } else if work.sender!.id != workerID && !work.moreSenders.contains(where: { $0.id == workerID }) {

@@ -115,6 +115,8 @@ final class WorkerServer: Sendable {
         var entry: JobEntry
         /// The pool arms the job's timeout when it starts.
         var announceStart: Bool
+        /// The job has a timeout: its answer is never held back (see `runJobs`).
+        var timed: Bool
     }
 
     /// One slot's task. Its fields are only touched with the jobs lock held.
@@ -199,7 +201,7 @@ final class WorkerServer: Sendable {
 
     private func handle(_ message: PoolMessage) {
         switch message {
-        case .run(let jobID, let name, let arguments, let announceStart):
+        case .run(let jobID, let name, let arguments, let announceStart, let timed):
             guard let entry = catalog.entries[name] else {
                 post(.failure(
                     jobID: jobID, kind: .unknownJobType, errorType: "",
@@ -207,7 +209,7 @@ final class WorkerServer: Sendable {
                 ))
                 return
             }
-            let job = Pending(jobID: jobID, name: name, arguments: arguments, entry: entry, announceStart: announceStart)
+            let job = Pending(jobID: jobID, name: name, arguments: arguments, entry: entry, announceStart: announceStart, timed: timed)
             let (runner, cancelledAlready) = jobs.withLock { state -> (Runner?, Bool) in
                 if state.earlyCancels.take(jobID) { return (nil, true) }
                 guard state.active < concurrency else {
@@ -296,7 +298,8 @@ final class WorkerServer: Sendable {
     /// back (this one included) number fewer than `holdRatio` times the jobs still waiting here,
     /// it may wait for company, up to `FrameOutbox.maxHold`: with a deep prefetch the pool then
     /// reads several answers (and sends as many jobs) per wake-up instead of one. With a
-    /// prefetch under 2, every answer leaves at once.
+    /// prefetch under 2, every answer leaves at once, and so does the answer of a job with a
+    /// timeout (with the answers held before it).
     private func runJobs(_ runner: Runner, _ first: Pending) async {
         var job = first
         // Announce it before it can finish, so the pool arms its timeout first.
@@ -328,7 +331,9 @@ final class WorkerServer: Sendable {
             }
             let answer = Self.reply(jobID: job.jobID, name: job.name, result: result, cancelled: Task.isCancelled, maxFrameSize: maxFrameSize)
             let announced: UInt64? = if case .run(let held) = next, held.announceStart { held.jobID } else { nil }
-            let sent = output.send(holdingWhileUnder: Self.holdRatio * stillHeld) { writer in
+            // A timed job's answer leaves now: held, it could reach the pool after the job's
+            // timeout although the job ended in time, and the pool would kill this worker.
+            let sent = output.send(holdingWhileUnder: job.timed ? 0 : Self.holdRatio * stillHeld) { writer in
                 writer.write(answer)
                 if let announced { writer.write(WorkerMessage.started(jobID: announced)) }
             }

@@ -136,6 +136,38 @@ import Testing
 extension ProcessTests {
     /// A worker with prefetched jobs holds its answers back for company, within a bound.
     @Suite struct AnswerHolding {
+        /// A job with a timeout is never held back. One that ends 5 ms before its timeout, with a
+        /// job still waiting behind it, is answered in time; held, its answer would leave after
+        /// 6 ms, the pool would take it for a job that ran over and kill the worker. Tried up to
+        /// three times, so that a stall of this machine alone cannot fail it: without the rule
+        /// every try times out.
+        @Test func aJobThatEndsJustInsideItsTimeoutIsNotHeldPastIt() async throws {
+            var outcomes: [String] = []
+            for _ in 0..<3 {
+                let outcome = try await withPool(.processes(1).prefetch(2)) { pool -> String in
+                    let later = temporaryPath("later")
+                    defer { unlink(later) }
+                    let timed = Task { () -> String in
+                        do {
+                            _ = try await pool.run(Sleep(milliseconds: 300), timeout: .milliseconds(305))
+                            return "ok"
+                        } catch let error as CrewError { return "\(error.code)" } catch { return "\(error)" }
+                    }
+                    #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 1 })
+                    // Two jobs wait behind it: when it ends, one starts and one still waits.
+                    let rest = (0..<2).map { _ in Task { try await pool.run(WaitForFile(path: later)) } }
+                    #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == 3 })
+                    let outcome = await timed.value
+                    openGate(later)
+                    for job in rest { _ = try? await job.value }
+                    return outcome
+                }
+                outcomes.append(outcome)
+                if outcome == "ok" { break }
+            }
+            #expect(outcomes.last == "ok", "\(outcomes)")
+        }
+
         /// The first job's answer is held (three more jobs wait in the worker) while the next
         /// job blocks until the caller has that answer: only the worker's hold timer can send
         /// it. Without it the caller would wait for ever.

@@ -11,6 +11,8 @@ import Testing
             .cancel(jobID: 1),
             .run(jobID: UInt64.max, name: "", arguments: []),
             .run(jobID: 7, name: "ünïcode", arguments: [UInt8](repeating: 9, count: 100_000), announceStart: true),
+            .run(jobID: 8, name: "Timed", arguments: [4], timed: true),
+            .run(jobID: 9, name: "Both", arguments: [], announceStart: true, timed: true),
             .shutdown,
         ]
         for message in messages { writer.write(message) }
@@ -267,7 +269,7 @@ import Synchronization
         var jobs: [UInt64] = []
         while reader.append(from: fd) > 0 {
             while let message = try reader.nextPoolMessage() {
-                if case .run(let jobID, _, _, _) = message { jobs.append(jobID) }
+                if case .run(let jobID, _, _, _, _) = message { jobs.append(jobID) }
             }
         }
         return jobs

@@ -25,9 +25,9 @@ extension WorkerPool {
     /// Outputs that process workers return close together are handed over together: while the
     /// consumer waits, it is woken once a quarter of `maxInFlight` outputs have arrived, or about
     /// 2 ms after the first of them, rather than for each (a thread wake-up costs the caller's
-    /// process more CPU than the output it delivers). A failure, a chunk of several jobs, and an
-    /// output of a thread or inline worker wake it at once; with a `maxInFlight` under 8 every
-    /// output does.
+    /// process more CPU than the output it delivers). A failure, a chunk of several jobs, a read
+    /// that brings two or more answers from one worker, and an output of a thread or inline
+    /// worker wake it at once; with a `maxInFlight` under 8 every output does.
     ///
     /// - Parameters:
     ///   - jobs: the jobs; any sequence, consumed lazily.

@@ -57,8 +57,10 @@ final class FrameOutbox: Sendable {
     /// With a hold timer and a `limit` above 1, the frames stay queued instead while this send
     /// and those held before it number fewer than `limit`, no thread is sending, nothing posted
     /// waits, and fewer than ``maxHeldBytes`` are queued. A worker
-    /// holds an answer back this way while more prefetched jobs wait in it than answers are held:
-    /// the pool, which has work for it anyway, then reads several answers per wake-up.
+    /// holds an answer back this way while the answers held number fewer than
+    /// `WorkerServer.holdRatio` times the prefetched jobs still waiting in it (never the answer
+    /// of a job with a timeout): the pool, which has work for it anyway, then reads several
+    /// answers per wake-up.
     @discardableResult
     func send(holdingWhileUnder limit: Int = 0, _ build: (inout FrameWriter) -> Void) -> Bool {
         // The timer is armed and disarmed under the lock, so that its last setting always

@@ -148,7 +148,7 @@ struct FrameReader {
                 let jobID: UInt64 = try body.integer()
                 let flags: UInt8 = try body.integer()
                 let name = try body.string16()
-                return .run(jobID: jobID, name: name, arguments: body.rest(), announceStart: flags & 1 != 0)
+                return .run(jobID: jobID, name: name, arguments: body.rest(), announceStart: flags & 1 != 0, timed: flags & 2 != 0)
             case .cancel:
                 let jobID: UInt64 = try body.integer()
                 try body.expectEnd()

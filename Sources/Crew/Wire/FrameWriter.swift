@@ -46,10 +46,10 @@ struct FrameWriter {
 
     mutating func write(_ message: PoolMessage) {
         switch message {
-        case .run(let jobID, let name, let arguments, let announceStart):
+        case .run(let jobID, let name, let arguments, let announceStart, let timed):
             let start = beginFrame(.run)
             append(jobID)
-            append(UInt8(announceStart ? 1 : 0))
+            append(UInt8(announceStart ? 1 : 0) | UInt8(timed ? 2 : 0))
             appendString16(name)
             bytes.append(contentsOf: arguments)
             finishFrame(at: start)

@@ -323,7 +323,7 @@ extension ProcessWorker: WorkerHandle {
             let jobs = pending.take()
             for job in jobs {
                 writer.write(PoolMessage.run(
-                    jobID: job.jobID, name: job.name, arguments: job.payload.encoded ?? [], announceStart: job.announceStart))
+                    jobID: job.jobID, name: job.name, arguments: job.payload.encoded ?? [], announceStart: job.announceStart, timed: job.timed))
             }
             pending.recycle(consume jobs)
         }

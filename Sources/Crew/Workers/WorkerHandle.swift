@@ -38,6 +38,9 @@ struct DispatchedJob: Sendable {
     var name: String
     var payload: JobPayload
     var announceStart: Bool
+    /// The job has a timeout: a process worker then sends its answer at once rather than hold
+    /// it back for company, so that a job that ended in time is never taken for one that ran over.
+    var timed = false
 }
 
 /// What an in-process worker reports to the pool.
