@@ -177,14 +177,7 @@ final class PoolCore: Sendable {
         var handles: [Int: any WorkerHandle]
         var sender: (any WorkerHandle)?
         var moreSenders: [any WorkerHandle] = []
-        /// A worker got a job with fewer than ``PoolCore/busyInFlight`` in flight: hand over now,
-        /// even in a loop of submits (see `DeferredSends`), or it may sit idle until the loop ends.
-        var urgent = false
     }
-
-    /// Jobs in flight on a worker (this one included) from which its next ones may wait for the
-    /// end of a loop of submits: one running and two waiting in it.
-    static let busyInFlight = 3
 
     /// Runs `change` under the lock and, still holding it, enqueues the jobs it dispatched at
     /// their workers, so that each worker receives its jobs in the order the machine assigned
@@ -192,9 +185,7 @@ final class PoolCore: Sendable {
     private func locked(
         _ change: (inout State) -> (actions: [Machine.Action], handles: [Int: any WorkerHandle])
     ) -> Work {
-        // Only a loop of submits may defer its hand-overs: elsewhere, no worker is looked up.
-        let deferring = DeferredSends.current != nil
-        return state.withLock { state in
+        state.withLock { state in
             let (actions, handles) = change(&state)
             var work = Work(actions: actions, handles: handles)
             for action in actions {
@@ -203,9 +194,6 @@ final class PoolCore: Sendable {
                 // A held job's timeout is armed when it starts (`announceStart`), so either says it has one.
                 handle.enqueue(DispatchedJob(
                     jobID: jobID, name: name, payload: payload, announceStart: announceStart, timed: timeout != nil || announceStart))
-                if deferring && !work.urgent && (state.machine.workers[workerID]?.inFlight.count ?? 0) < Self.busyInFlight {
-                    work.urgent = true
-                }
                 if work.sender == nil {
                     work.sender = handle
                 } else if work.sender!.id != workerID && !work.moreSenders.contains(where: { $0.id == workerID }) {
@@ -222,7 +210,7 @@ final class PoolCore: Sendable {
     /// no jobs.
     private func perform(_ work: Work) {
         let (actions, handles) = (work.actions, work.handles)
-        if let deferred = DeferredSends.current, !work.urgent {
+        if let deferred = DeferredSends.current {
             // A loop of submits (see `DeferredSends`): one hand-over per worker at its end.
             if let sender = work.sender { deferred.add(sender) }
             for handle in work.moreSenders { deferred.add(handle) }

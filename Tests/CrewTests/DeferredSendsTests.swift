@@ -42,19 +42,6 @@ import Testing
         #expect(DeferredSends.current == nil)
     }
 
-    /// A long loop hands over what it has every `maxDeferred` submits, not only at its end.
-    @Test func aLongLoopHandsOverAsItGoes() {
-        let worker = CountingHandle(id: 1)
-        DeferredSends.withCurrent {
-            for _ in 0..<(DeferredSends.maxDeferred - 1) { DeferredSends.current?.add(worker) }
-            #expect(worker.sends == 0)
-            DeferredSends.current?.add(worker)
-            #expect(worker.sends == 1)
-            DeferredSends.current?.add(worker)
-        }
-        #expect(worker.sends == 2)
-    }
-
     /// Another thread is not in the scope: its hand-overs are its own business.
     @Test func aScopeBelongsToItsThread() {
         let seen = Recorder()

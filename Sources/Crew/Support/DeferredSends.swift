@@ -14,10 +14,6 @@ import Musl
 /// one write when the loop ends. The jobs wait in the worker's queue meanwhile, in the order
 /// they were assigned, and any other thread's `sendEnqueued` for that worker takes them along.
 ///
-/// Only a worker that has work already waits: one that gets a job with fewer than three in
-/// flight has it handed over at once (with everything enqueued for it before), so that a loop of
-/// small jobs never leaves a starving worker idle until it ends.
-///
 /// A scope must not suspend (it belongs to one thread), and ends before its thread waits for
 /// anything those jobs could produce.
 @usableFromInline
@@ -47,31 +43,14 @@ final class DeferredSends {
         pthread_setspecific(key, Unmanaged.passUnretained(sends).toOpaque())
         defer {
             pthread_setspecific(key, nil)
-            sends.flush()
+            for handle in sends.handles { handle.sendEnqueued() }
         }
         body()
     }
 
-    /// Submits deferred before the scope hands over what it has so far: a long loop of small
-    /// jobs would otherwise leave the workers idle until it ends.
-    static let maxDeferred = 16
-
-    private var deferred = 0
-
-    /// Notes that `handle` has jobs enqueued to hand over when the scope ends (or sooner, after
-    /// ``maxDeferred`` submits).
+    /// Notes that `handle` has jobs enqueued to hand over when the scope ends.
     func add(_ handle: any WorkerHandle) {
         // One or two workers per loop as a rule: a scan is cheap.
         if !handles.contains(where: { $0 === handle }) { handles.append(handle) }
-        deferred += 1
-        if deferred >= Self.maxDeferred { flush() }
-    }
-
-    /// Hands over everything enqueued so far.
-    private func flush() {
-        let due = handles
-        handles.removeAll(keepingCapacity: true)
-        deferred = 0
-        for handle in due { handle.sendEnqueued() }
     }
 }
