@@ -210,14 +210,8 @@ final class PoolCore: Sendable {
     /// no jobs.
     private func perform(_ work: Work) {
         let (actions, handles) = (work.actions, work.handles)
-        if let deferred = DeferredSends.current {
-            // A loop of submits (see `DeferredSends`): one hand-over per worker at its end.
-            if let sender = work.sender { deferred.add(sender) }
-            for handle in work.moreSenders { deferred.add(handle) }
-        } else {
-            work.sender?.sendEnqueued()
-            for handle in work.moreSenders { handle.sendEnqueued() }
-        }
+        work.sender?.sendEnqueued()
+        for handle in work.moreSenders { handle.sendEnqueued() }
         for action in actions {
             switch action {
             case .dispatch(_, let jobID, _, _, let timeout, _):

@@ -328,11 +328,10 @@ final class BulkIterator<J: Job>: Sendable {
     }
 
     /// Pulls input and starts chunks until `maxInFlight` run (finished but unconsumed ones count).
-    /// Both the consumer and the feeder call it. The chunks it starts reach each worker in one
-    /// write (see ``DeferredSends``).
+    /// Both the consumer and the feeder call it.
     @inlinable
     func startChunks() {
-        DeferredSends.withCurrent { while launchChunk() {} }
+        while launchChunk() {}
     }
 
     /// Pulls one chunk, registered as running in the same critical section (a chunk is never
