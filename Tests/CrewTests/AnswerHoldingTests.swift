@@ -11,6 +11,24 @@ import Testing
         { $0.write(PoolMessage.run(jobID: jobID, name: "Job", arguments: [], announceStart: false)) }
     }
 
+    /// An outbox with a hold timer on one end of a new socket pair, and the other end (to close).
+    private static func holdingOutbox() throws -> (outbox: FrameOutbox, timer: HoldTimer, near: Int32, far: Int32) {
+        let (near, far) = try SystemIO.socketPair()
+        guard let timer = HoldTimer() else {
+            close(near)
+            close(far)
+            throw SystemIO.Failure(call: "timerfd_create", errno: errno)
+        }
+        return (FrameOutbox(fd: near, holdTimer: timer), timer, near, far)
+    }
+
+    /// Ends `outbox`'s sending side and returns the job ids of the run frames `far` received.
+    private static func jobIDsSent(by outbox: FrameOutbox, to far: Int32) throws -> [UInt64] {
+        outbox.shutdownWriting()
+        defer { outbox.closeDescriptor() }
+        return try FrameOutboxTests.runFrameJobIDs(from: far, maxFrameSize: 1 << 16)
+    }
+
     /// Whether `fd` has something to read within `milliseconds`.
     private static func readable(_ fd: Int32, within milliseconds: Int32) -> Bool {
         var request = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
@@ -18,27 +36,21 @@ import Testing
     }
 
     @Test func heldFramesLeaveWithTheNextSendThatDoesNotHold() throws {
-        let (near, far) = try SystemIO.socketPair()
+        let (outbox, _, _, far) = try Self.holdingOutbox()
         defer { close(far) }
-        let timer = try #require(HoldTimer())
-        let outbox = FrameOutbox(fd: near, holdTimer: timer)
         #expect(outbox.send(holdingWhileUnder: 3, Self.run(1)))
         #expect(outbox.send(holdingWhileUnder: 3, Self.run(2)))
         #expect(!Self.readable(far, within: 0))
         // The third would make three held sends, not under 3: everything leaves, in order.
         #expect(outbox.send(holdingWhileUnder: 3, Self.run(3)))
-        outbox.shutdownWriting()
-        #expect(try FrameOutboxTests.runFrameJobIDs(from: far, maxFrameSize: 1 << 16) == [1, 2, 3])
-        outbox.closeDescriptor()
+        #expect(try Self.jobIDsSent(by: outbox, to: far) == [1, 2, 3])
     }
 
     /// Holding arms the timer; whoever watches it flushes when it expires. A limit of 1 or
     /// less, or an outbox without a timer, never holds.
     @Test func theTimerExpiresAfterTheHoldAndAFlushSendsWhatWasHeld() throws {
-        let (near, far) = try SystemIO.socketPair()
+        let (outbox, timer, near, far) = try Self.holdingOutbox()
         defer { close(far) }
-        let timer = try #require(HoldTimer())
-        let outbox = FrameOutbox(fd: near, holdTimer: timer)
         #expect(!Self.readable(timer.fd, within: 0))
         #expect(outbox.send(holdingWhileUnder: 5, Self.run(1)))
         #expect(Self.readable(timer.fd, within: 10_000))
@@ -48,9 +60,7 @@ import Testing
         #expect(outbox.send(holdingWhileUnder: 1, Self.run(2)))
         let plain = FrameOutbox(fd: near)
         #expect(plain.send(holdingWhileUnder: 5, Self.run(3)))
-        outbox.shutdownWriting()
-        #expect(try FrameOutboxTests.runFrameJobIDs(from: far, maxFrameSize: 1 << 16) == [1, 2, 3])
-        outbox.closeDescriptor()
+        #expect(try Self.jobIDsSent(by: outbox, to: far) == [1, 2, 3])
     }
 
     /// A worker's reader posts the failures it answers itself: a post queues the frame and fires
@@ -58,10 +68,8 @@ import Testing
     /// reader that stops reading deadlocks with a pool blocked sending to it). The thread that
     /// waits on the timer sends it once the peer reads, after everything sent before it.
     @Test func aPostReturnsOnAFullChannelAndTheTimerThreadSendsIt() throws {
-        let (near, far) = try SystemIO.socketPair()
+        let (outbox, timer, near, far) = try Self.holdingOutbox()
         defer { close(far) }
-        let timer = try #require(HoldTimer())
-        let outbox = FrameOutbox(fd: near, holdTimer: timer)
         // Fill the channel with whole frames: each is one small write, taken whole or refused.
         var filler = FrameWriter(capacity: 256)
         var sent: UInt64 = 0
@@ -91,10 +99,8 @@ import Testing
 
     /// Large frames are not held: once `maxHeldBytes` are queued, a send that could hold sends.
     @Test func framesAreNotHeldPastTheByteLimit() throws {
-        let (near, far) = try SystemIO.socketPair()
+        let (outbox, _, _, far) = try Self.holdingOutbox()
         defer { close(far) }
-        let timer = try #require(HoldTimer())
-        let outbox = FrameOutbox(fd: near, holdTimer: timer)
         let half = [UInt8](repeating: 7, count: FrameOutbox.maxHeldBytes / 2)
         let big: (UInt64) -> (inout FrameWriter) -> Void = { jobID in
             { $0.write(PoolMessage.run(jobID: jobID, name: "Job", arguments: half, announceStart: false)) }
@@ -117,19 +123,15 @@ import Testing
 
     /// While posted frames wait, nothing is held back: the next send takes them along at once.
     @Test func aSendAfterAPostDoesNotHold() throws {
-        let (near, far) = try SystemIO.socketPair()
+        let (outbox, _, _, far) = try Self.holdingOutbox()
         defer { close(far) }
-        let timer = try #require(HoldTimer())
-        let outbox = FrameOutbox(fd: near, holdTimer: timer)
         #expect(outbox.post(Self.run(1)))
         #expect(outbox.send(holdingWhileUnder: 5, Self.run(2)))
         #expect(Self.readable(far, within: 0))
         // The posted frame has left: holding works again.
         #expect(outbox.send(holdingWhileUnder: 5, Self.run(3)))
-        outbox.shutdownWriting()
-        #expect(try FrameOutboxTests.runFrameJobIDs(from: far, maxFrameSize: 1 << 16) == [1, 2])
+        #expect(try Self.jobIDsSent(by: outbox, to: far) == [1, 2])
         #expect(outbox.flush() == false)
-        outbox.closeDescriptor()
     }
 }
 

@@ -69,16 +69,6 @@ struct BenchEnvironment: Sendable {
         readSmallFile("/proc/loadavg").split(separator: " ").first.flatMap { Double($0) }
     }
 
-    /// The first 4 KiB of a /proc file; empty if unreadable.
-    private static func readSmallFile(_ path: String) -> String {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return "" }
-        defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        let n = read(fd, &buffer, buffer.count)
-        return n > 0 ? String(decoding: buffer[..<n], as: UTF8.self) : ""
-    }
-
     /// The current time as `2025-01-31T12:34:56Z`, without Foundation.
     static func utcNow() -> String {
         var now = time(nil)

@@ -141,13 +141,7 @@ enum PoolBenchmarks {
 
     /// Resident bytes of `pid`, from the second field of /proc/PID/statm (pages).
     private static func residentBytes(of pid: Int32) -> Int? {
-        let fd = open("/proc/\(pid)/statm", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 256)
-        let n = read(fd, &buffer, buffer.count)
-        guard n > 0 else { return nil }
-        let fields = String(decoding: buffer[..<n], as: UTF8.self).split(separator: " ")
+        let fields = readSmallFile("/proc/\(pid)/statm").split(separator: " ")
         guard fields.count > 1, let pages = Int(fields[1]) else { return nil }
         return pages * sysconf(Int32(_SC_PAGESIZE))
     }

@@ -11,23 +11,18 @@ func processCPUMilliseconds(_ pid: pid_t) -> Double {
     while let entry = readdir(directory) {
         let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
         guard name.first?.isNumber == true else { continue }
-        nanoseconds += firstNumber(inFile: "/proc/\(pid)/task/\(name)/schedstat")
+        let fields = readSmallFile("/proc/\(pid)/task/\(name)/schedstat").split(separator: " ")
+        nanoseconds += fields.first.flatMap { UInt64($0) } ?? 0
     }
     return Double(nanoseconds) / 1e6
 }
 
-/// The leading decimal number of a small file, or 0.
-private func firstNumber(inFile path: String) -> UInt64 {
+/// The first 4 KiB of a /proc file; empty if unreadable.
+func readSmallFile(_ path: String) -> String {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return 0 }
+    guard fd >= 0 else { return "" }
     defer { close(fd) }
-    var buffer = [UInt8](repeating: 0, count: 64)
-    let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-    guard count > 0 else { return 0 }
-    var value: UInt64 = 0
-    for byte in buffer[..<count] {
-        guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) else { break }
-        value = value * 10 + UInt64(byte - UInt8(ascii: "0"))
-    }
-    return value
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    let n = read(fd, &buffer, buffer.count)
+    return n > 0 ? String(decoding: buffer[..<n], as: UTF8.self) : ""
 }
