@@ -29,6 +29,12 @@ public struct Workers: Sendable, ExpressibleByArrayLiteral {
         /// in the pool, so that a burst starts workers (up to ``maximum``) rather than queueing in
         /// a busy one.
         ///
+        /// A worker that runs out of jobs while another holds some it has not started calls about
+        /// half of them back (the last held first) and runs them, so that jobs held behind a long
+        /// one do not wait for it while a worker is free. A job the other worker has started by
+        /// then runs there as usual, and a job run with ``WorkerPool/run(_:on:priority:timeout:)``
+        /// never moves.
+        ///
         /// While held jobs still wait in a worker, a finished job's answer (with the next job's
         /// start) may wait for company, for at most 6 ms, until the answers held back number
         /// three times the jobs still waiting: at a prefetch of 8 the pool then reads about 6

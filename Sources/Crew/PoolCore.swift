@@ -223,6 +223,8 @@ final class PoolCore: Sendable {
             case .requestCancel(let workerID, let jobID):
                 handles[workerID]?.cancel(jobID: jobID)
                 armCancellationGrace(jobID)
+            case .recall(let workerID, let jobIDs):
+                handles[workerID]?.recall(jobIDs: jobIDs)
             case .spawn(let workerID, let group):
                 start(workerID, group: workers.groups[group])
             case .kill(let workerID):
@@ -390,6 +392,9 @@ final class PoolCore: Sendable {
                 case .started(let id):
                     jobID = id
                     outcome = state.machine.jobStarted(id, on: workerID)
+                case .recalled(let id):
+                    jobID = id
+                    outcome = state.machine.jobRecalled(id, on: workerID, now: now)
                 case .result(let id, let output):
                     jobID = id
                     outcome = Self.endJob(id, on: workerID, .success(.encoded(output)), &state, now: now, timers: &timers)
@@ -528,3 +533,4 @@ final class PoolCore: Sendable {
         }
     }
 }
+

@@ -89,9 +89,10 @@ public enum Crew {
     }
 }
 
-/// The worker side of the wire: reads run and cancel frames on a dedicated thread, runs jobs
-/// in at most `concurrency` slots (the pool may send more, which wait here in order and are
-/// announced with a `started` frame when they start), writes results back.
+/// The worker side of the wire: reads run, cancel and recall frames on a dedicated thread, runs
+/// jobs in at most `concurrency` slots (the pool may send more, which wait here in order, are
+/// announced with a `started` frame when they start, and go back to the pool unstarted when it
+/// recalls them), writes results back.
 ///
 /// Each busy slot is a runner: one task that runs its job, then the next held one, and so on
 /// until none is left, so a stream of small jobs costs no task creation and one lock per job.
@@ -141,6 +142,15 @@ final class WorkerServer: Sendable {
         var earlyCancels = EarlyCancels()
 
         var isIdle: Bool { active == 0 && pending.isEmpty && unanswered == 0 }
+
+        /// Takes a held job out of `pending` (cancelled, or called back by the pool), owing its
+        /// answer; false if the job is not waiting here (it started, ended, or never came).
+        mutating func dropHeld(_ jobID: UInt64) -> Bool {
+            guard let index = pending.firstIndex(where: { $0.jobID == jobID }) else { return false }
+            pending.remove(at: index)
+            unanswered += 1
+            return true
+        }
     }
     private let jobs = Mutex(Jobs())
 
@@ -156,7 +166,7 @@ final class WorkerServer: Sendable {
 
     func start() {
         send(.hello(Hello(
-            version: WireProtocol.version, processID: processID, workerID: UInt32(truncatingIfNeeded: workerID),
+            version: WireProtocol.version, processID: processID, workerID: UInt64(workerID),
             jobNames: catalog.names, jobLayouts: catalog.names.map { catalog.entries[$0]?.layoutDigest ?? "" }
         )))
         PosixThread.start(name: "crew-reader") { [self] in readLoop() }.detach()
@@ -232,22 +242,27 @@ final class WorkerServer: Sendable {
                     runner.cancelRequested = true
                     return (runner.task, false)
                 }
-                guard let index = state.pending.firstIndex(where: { $0.jobID == jobID }) else {
+                guard state.dropHeld(jobID) else {
                     state.earlyCancels.remember(jobID)
                     return (nil, false)
                 }
-                state.pending.remove(at: index)
-                state.unanswered += 1
                 return (nil, true)
             }
             task?.cancel()
-            if heldJob {
-                post(.failure(jobID: jobID, kind: .cancelled, errorType: "", message: "cancelled before it started"))
-                if answerSent() { exitAnswered() }
-            }
+            if heldJob { answerDropped(.failure(jobID: jobID, kind: .cancelled, errorType: "", message: "cancelled before it started")) }
+        case .recall(let jobID):
+            // Only a job still waiting here goes back; one that started (or ended) answers as usual.
+            if jobs.withLock({ $0.dropHeld(jobID) }) { answerDropped(.recalled(jobID: jobID)) }
         case .shutdown:
             if beginDraining() { exitAnswered() }
         }
+    }
+
+    /// Answers for a held job the reader dropped (see `Jobs.dropHeld`), then exits if a draining
+    /// worker has nothing left to answer.
+    private func answerDropped(_ message: WorkerMessage) {
+        post(message)
+        if answerSent() { exitAnswered() }
     }
 
     /// Notes that an answer counted in `unanswered` has been sent; returns whether a draining

@@ -147,6 +147,7 @@ extension ProcessTests {
                     [0xff, 0xff, 0xff, 0x7f, 1, 2, 3],  // a length over the limit
                     [5, 0, 0, 0, 0xee, 1, 2, 3, 4],  // an unknown message type
                     [9, 0, 0, 0, 3, 42, 0, 0, 0, 0, 0, 0, 0],  // a result for a job nobody sent
+                    [9, 0, 0, 0, 14, 42, 0, 0, 0, 0, 0, 0, 0],  // a job given back that nobody called back
                     [0, 0, 0, 0, 0],  // a zero length
                 ]
                 for bytes in garbage {

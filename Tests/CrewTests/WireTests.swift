@@ -13,6 +13,7 @@ import Testing
             .run(jobID: 7, name: "ünïcode", arguments: [UInt8](repeating: 9, count: 100_000), announceStart: true),
             .run(jobID: 8, name: "Timed", arguments: [4], timed: true),
             .run(jobID: 9, name: "Both", arguments: [], announceStart: true, timed: true),
+            .recall(jobID: 9),
             .shutdown,
         ]
         for message in messages { writer.write(message) }
@@ -32,15 +33,19 @@ import Testing
 
     @Test func workerMessagesRoundTrip() throws {
         var writer = FrameWriter()
-        let hello = Hello(version: WireProtocol.version, processID: 42, workerID: 3, jobNames: ["A", "B.C"], jobLayouts: ["", "job 8 {value:Int64}"])
+        let hello = Hello(
+            version: WireProtocol.version, processID: 42, workerID: UInt64(UInt32.max) + 3, jobNames: ["A", "B.C"],
+            jobLayouts: ["", "job 8 {value:Int64}"])
         writer.write(WorkerMessage.hello(hello))
         writer.write(WorkerMessage.result(jobID: 5, output: [4, 5]))
+        writer.write(WorkerMessage.recalled(jobID: 6))
         writer.write(WorkerMessage.failure(jobID: 6, kind: .undecodableArguments, errorType: "E", message: "bad"))
         var reader = FrameReader()
         reader.append(writer.bytes)
         guard case .hello(let decoded)? = try reader.nextWorkerMessage() else { Issue.record("no hello"); return }
         #expect(decoded == hello)
         guard case .result(5, [4, 5])? = try reader.nextWorkerMessage() else { Issue.record("no result"); return }
+        guard case .recalled(6)? = try reader.nextWorkerMessage() else { Issue.record("no recalled"); return }
         guard case .failure(6, .undecodableArguments, "E", "bad")? = try reader.nextWorkerMessage() else {
             Issue.record("no failure")
             return
@@ -56,6 +61,8 @@ import Testing
         [3, 0, 0, 0, 3, 1, 2],  // a result shorter than its job id
         [9, 0, 0, 0, 1, 67, 82, 69, 88, 1, 0, 0, 0],  // a hello with a bad magic
         [8, 0, 0, 0, 4, 1, 0, 0, 0, 0, 0, 0, 0],  // a failure without its fields
+        [5, 0, 0, 0, 14, 1, 0, 0, 0],  // a recalled job id cut short
+        [1, 0, 0, 0, 13],  // a recall, which workers may not send
     ])
     func malformedFramesFromAWorkerThrow(bytes: [UInt8]) {
         var reader = FrameReader(maxFrameSize: 1 << 20)

@@ -33,9 +33,14 @@ extension PoolStateMachine {
         return actions
     }
 
-    private mutating func enqueue(_ request: Request) {
-        nextSequence += 1
-        let key = QueueKey(priority: request.priority, sequence: nextSequence, id: request.id)
+    /// Queues a request behind those of its priority, or at `sequence` (a recalled job goes
+    /// back where it was).
+    mutating func enqueue(_ request: Request, sequence: UInt64? = nil) {
+        let sequence = sequence ?? {
+            nextSequence += 1
+            return nextSequence
+        }()
+        let key = QueueKey(priority: request.priority, sequence: sequence, id: request.id)
         queued[request.id] = (request, key)
         if case .any = request.requirement {
             anyQueue.insert(key)
@@ -129,11 +134,11 @@ extension PoolStateMachine {
                 break
             }
             guard let group = updateWorker(workerID, { $0.acceptsJobs ? $0.group : nil }) ?? nil else { continue }
-            guard let request = popBestRequest(forWorker: workerID, group: group) else {
+            guard let (request, sequence) = popBestRequest(forWorker: workerID, group: group) else {
                 if held { unmatchedHeld.append(workerID) } else { unmatched.append(workerID) }
                 continue
             }
-            assign(request, to: workerID, group: group, now: now, &actions)
+            assign(request, to: workerID, group: group, sequence: sequence, now: now, &actions)
         }
         if !unmatched.isEmpty { freeSlots.append(contentsOf: unmatched.reversed()) }
         if !unmatchedHeld.isEmpty { heldSlots.append(contentsOf: unmatchedHeld.reversed()) }
@@ -178,7 +183,7 @@ extension PoolStateMachine {
     }
 
     /// The worker's group, if the worker takes jobs now and may take one with this requirement.
-    private func group(takingJobsFor requirement: Requirement, workerID: Int) -> Int? {
+    func group(takingJobsFor requirement: Requirement, workerID: Int) -> Int? {
         guard let worker = workers[workerID], worker.acceptsJobs else { return nil }
         switch requirement {
         case .any: return worker.group
@@ -187,7 +192,10 @@ extension PoolStateMachine {
         }
     }
 
-    private mutating func assign(_ request: Request, to workerID: Int, group: Int, now: MonotonicTime, _ actions: inout [Action]) {
+    /// Hands a request to a worker. `sequence` is its place in the queue, if it came from there.
+    private mutating func assign(
+        _ request: Request, to workerID: Int, group: Int, sequence: UInt64? = nil, now: MonotonicTime, _ actions: inout [Action]
+    ) {
         let jobsPerWorker = groups[group].jobsPerWorker
         // In place, with one look-up: a copy would make every append copy the worker's job list.
         let (startsNow, jobsDispatched) = updateWorker(workerID) { worker in
@@ -198,8 +206,17 @@ extension PoolStateMachine {
             worker.idleSince = nil
             return (startsNow, worker.jobsDispatched)
         }!
+        // A held job can be called back for an idle worker, unless only this worker may run it.
+        let held: HeldJob? = if startsNow || request.requirement == .worker(workerID) {
+            nil
+        } else {
+            HeldJob(
+                payload: request.payload, priority: request.priority, timeout: request.timeout,
+                requirement: request.requirement, sequence: sequence ?? 0)  // 0: it went ahead of the queue
+        }
         running[request.id] = RunningJob(
-            name: request.name, workerID: workerID, waiter: request.waiter, pendingTimeout: startsNow ? nil : request.timeout)
+            name: request.name, workerID: workerID, waiter: request.waiter, pendingTimeout: startsNow ? nil : request.timeout,
+            held: held)
         actions.append(.dispatch(
             workerID: workerID, jobID: request.id, name: request.name, payload: request.payload,
             timeout: startsNow ? request.timeout : nil, announceStart: !startsNow && request.timeout != nil))
@@ -211,7 +228,7 @@ extension PoolStateMachine {
 
     /// The best queued job this worker may take: the highest priority, then the oldest, among
     /// the jobs for any worker, for one of its tags, and for it alone.
-    private mutating func popBestRequest(forWorker workerID: Int, group: Int) -> Request? {
+    private mutating func popBestRequest(forWorker workerID: Int, group: Int) -> (request: Request, sequence: UInt64)? {
         var best: (Requirement, QueueKey)?
         func consider(_ requirement: Requirement) {
             guard let min = liveMinimum(of: requirement) else { return }
@@ -229,7 +246,7 @@ extension PoolStateMachine {
             keyedQueues[requirement]!.removeMin()
             if keyedQueues[requirement]!.isEmpty { keyedQueues[requirement] = nil }
         }
-        return queued.removeValue(forKey: key.id)!.request
+        return (queued.removeValue(forKey: key.id)!.request, key.sequence)
     }
 
     /// The first key of a queue that belongs to a job still queued, after dropping the keys of
@@ -338,9 +355,11 @@ extension PoolStateMachine {
     /// such job (a protocol violation).
     mutating func jobStarted(_ jobID: UInt64, on workerID: Int) -> [Action]? {
         guard var job = running[jobID], job.workerID == workerID else { return nil }
-        guard let timeout = job.pendingTimeout else { return [] }
+        job.held = nil
+        let timeout = job.pendingTimeout
         job.pendingTimeout = nil
         running[jobID] = job
+        guard let timeout else { return [] }
         return [.armTimeout(jobID: jobID, timeout: timeout)]
     }
 
@@ -372,12 +391,14 @@ extension PoolStateMachine {
     }
 
     /// A worker's job ended: give it another, release it if it is retiring, or note it idle.
-    private mutating func slotFreed(_ workerID: Int, now: MonotonicTime, _ actions: inout [Action]) {
+    mutating func slotFreed(_ workerID: Int, now: MonotonicTime, _ actions: inout [Action]) {
         guard let (ready, group, inFlight) = updateWorker(workerID, { ($0.acceptsJobs, $0.group, $0.inFlight.count) }) else { return }
         let runsAtOnce = inFlight < groups[group].jobsPerWorker
         if ready {
             addFreeSlot(workerID, runsAtOnce: runsAtOnce)
             dispatch(now: now, scalingUp: false, &actions)
+            // Nothing queued for it: jobs held in busy workers may come back for it.
+            recallHeldJobs(for: workerID, &actions)
             // Idle now: note it, and check back when it may go.
             let idle = updateWorker(workerID) { worker in
                 guard worker.inFlight.isEmpty && worker.acceptsJobs else { return false }

@@ -77,6 +77,7 @@ extension PoolStateMachine {
 
     private mutating func slotFreedAfterStart(_ workerID: Int, now: MonotonicTime, _ actions: inout [Action]) {
         dispatch(now: now, &actions)
+        recallHeldJobs(for: workerID, &actions)
         scheduleIdleCheck(workerID, now: now, &actions)
     }
 

@@ -70,6 +70,10 @@ struct PoolStateMachine<Waiter, Payload> {
         /// Ask the worker to cancel the job; if it still runs after the grace period, report
         /// ``cancelGraceExpired(jobID:)``.
         case requestCancel(workerID: Int, jobID: UInt64)
+        /// Ask the worker to give back these jobs it holds if it has not started them (another
+        /// worker is idle); it reports each one it gives back (``jobRecalled(_:on:now:)``) and
+        /// runs the others as usual.
+        case recall(workerID: Int, jobIDs: [UInt64])
         /// Start a worker of the group; report ``workerReady(_:now:)`` or ``workerExited(_:termination:stderrTail:now:)``.
         case spawn(workerID: Int, group: Int)
         /// End the worker now (SIGKILL for a process); its exit is reported as usual.
@@ -148,6 +152,22 @@ struct PoolStateMachine<Waiter, Payload> {
         var isInit = false
         /// The job's timeout, while the worker holds the job without running it yet.
         var pendingTimeout: Duration? = nil
+        /// For a job the worker holds before running it (prefetch), what it takes to queue the
+        /// job again if the pool calls it back for an idle worker; nil for jobs that start at once,
+        /// init jobs, and held jobs the worker reported started.
+        var held: HeldJob? = nil
+        /// The pool asked the worker to give the job back; it is not asked twice.
+        var recalling = false
+    }
+
+    /// A held job's request, less its waiter (which stays with the running job).
+    struct HeldJob {
+        var payload: Payload
+        var priority: JobPriority
+        var timeout: Duration?
+        var requirement: Requirement
+        /// Its place in the queue when it was taken from there, kept if it goes back.
+        var sequence: UInt64
     }
 
     enum Lifecycle: Equatable {
@@ -281,4 +301,5 @@ extension PoolStateMachine: Sendable where Waiter: Sendable, Payload: Sendable {
 extension PoolStateMachine.Request: Sendable where Waiter: Sendable, Payload: Sendable {}
 extension PoolStateMachine.InitJob: Sendable where Payload: Sendable {}
 extension PoolStateMachine.Action: Sendable where Waiter: Sendable, Payload: Sendable {}
-extension PoolStateMachine.RunningJob: Sendable where Waiter: Sendable {}
+extension PoolStateMachine.RunningJob: Sendable where Waiter: Sendable, Payload: Sendable {}
+extension PoolStateMachine.HeldJob: Sendable where Payload: Sendable {}

@@ -100,7 +100,7 @@ struct FrameReader {
                 }
                 let version: UInt16 = try body.integer()
                 let pid: Int32 = try body.integer()
-                let workerID: UInt32 = try body.integer()
+                let workerID: UInt64 = try body.integer()
                 // Another version's catalog may have another form: the pool refuses it by version.
                 guard version == WireProtocol.version else {
                     return .hello(Hello(version: version, processID: pid, workerID: workerID, jobNames: [], jobLayouts: []))
@@ -124,6 +124,10 @@ struct FrameReader {
                 let jobID: UInt64 = try body.integer()
                 try body.expectEnd()
                 return .started(jobID: jobID)
+            case .recalled:
+                let jobID: UInt64 = try body.integer()
+                try body.expectEnd()
+                return .recalled(jobID: jobID)
             case .failure:
                 let jobID: UInt64 = try body.integer()
                 let rawKind: UInt8 = try body.integer()
@@ -153,6 +157,10 @@ struct FrameReader {
                 let jobID: UInt64 = try body.integer()
                 try body.expectEnd()
                 return .cancel(jobID: jobID)
+            case .recall:
+                let jobID: UInt64 = try body.integer()
+                try body.expectEnd()
+                return .recall(jobID: jobID)
             case .shutdown:
                 try body.expectEnd()
                 return .shutdown

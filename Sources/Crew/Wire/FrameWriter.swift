@@ -57,6 +57,10 @@ struct FrameWriter {
             let start = beginFrame(.cancel)
             append(jobID)
             finishFrame(at: start)
+        case .recall(let jobID):
+            let start = beginFrame(.recall)
+            append(jobID)
+            finishFrame(at: start)
         case .shutdown:
             finishFrame(at: beginFrame(.shutdown))
         }
@@ -84,6 +88,10 @@ struct FrameWriter {
             finishFrame(at: start)
         case .started(let jobID):
             let start = beginFrame(.started)
+            append(jobID)
+            finishFrame(at: start)
+        case .recalled(let jobID):
+            let start = beginFrame(.recalled)
             append(jobID)
             finishFrame(at: start)
         case .failure(let jobID, let kind, let errorType, let message):

@@ -15,12 +15,14 @@
 ///
 /// | type | direction | body |
 /// |---|---|---|
-/// | 1 hello | worker → pool | "CREW", version u16, pid i32, worker id u32, count u32, count × (str16 job name, str16 digest of its plain-data layouts or empty) |
+/// | 1 hello | worker → pool | "CREW", version u16, pid i32, worker id u64, count u32, count × (str16 job name, str16 digest of its plain-data layouts or empty) |
 /// | 2 run | pool → worker | job id u64, flags u8 (bit 0: announce the start; bit 1: the job has a timeout, so its answer is never held back), job name str16, encoded arguments (rest) |
 /// | 3 result | worker → pool | job id u64, encoded output (rest) |
 /// | 4 failure | worker → pool | job id u64, kind u8, error type str16, message str32 |
 /// | 5 cancel | pool → worker | job id u64 |
 /// | 12 started | worker → pool | job id u64: a held job whose run frame asked for it has started |
+/// | 13 recall | pool → worker | job id u64: give the job back if it has not started (another worker is idle) |
+/// | 14 recalled | worker → pool | job id u64: the job was held and has been dropped unstarted, for the pool to run elsewhere |
 /// | 6 stream element, 7 stream end, 8 credit, 9 log record, 10 heartbeat | | reserved for streaming jobs, log forwarding and liveness |
 /// | 11 shutdown | pool → worker | empty: finish what runs, then exit |
 ///
@@ -29,7 +31,7 @@
 /// ``PlainData`` types, and ends the worker otherwise.
 enum WireProtocol {
     /// The protocol version this build speaks. Peers must match exactly.
-    static let version: UInt16 = 3
+    static let version: UInt16 = 4
     static let magic: [UInt8] = Array("CREW".utf8)
     /// Bytes before the body: the length and the type.
     static let headerSize = 5
@@ -51,6 +53,8 @@ enum MessageType: UInt8 {
     case heartbeat = 10
     case shutdown = 11
     case started = 12
+    case recall = 13
+    case recalled = 14
 }
 
 /// Why a job's failure frame was sent.
@@ -76,7 +80,7 @@ enum FailureKind: UInt8, Sendable {
 struct Hello: Sendable, Equatable {
     var version: UInt16
     var processID: Int32
-    var workerID: UInt32
+    var workerID: UInt64
     var jobNames: [String]
     /// Per job name, the digest of the layouts of its ``PlainData`` job and output types
     /// (`PlainDataLayout.digest`; empty for none).
@@ -89,12 +93,14 @@ enum WorkerMessage: Sendable {
     case result(jobID: UInt64, output: [UInt8])
     case failure(jobID: UInt64, kind: FailureKind, errorType: String, message: String)
     case started(jobID: UInt64)
+    case recalled(jobID: UInt64)
 }
 
 /// What a pool sends.
 enum PoolMessage: Sendable {
     case run(jobID: UInt64, name: String, arguments: [UInt8], announceStart: Bool = false, timed: Bool = false)
     case cancel(jobID: UInt64)
+    case recall(jobID: UInt64)
     case shutdown
 }
 

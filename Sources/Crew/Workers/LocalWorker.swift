@@ -103,6 +103,9 @@ final class LocalWorker: WorkerHandle {
         }?.cancel()
     }
 
+    /// An in-process worker holds no jobs beyond those it runs (no prefetch): nothing to give back.
+    func recall(jobIDs: [UInt64]) {}
+
     func kill() {
         let tasks = state.withLock { state -> [Task<Void, Never>]? in
             guard !state.exited else { return nil }

@@ -317,20 +317,31 @@ extension ProcessWorker: WorkerHandle {
     }
 
     func sendEnqueued() {
-        outbox.send { writer in
-            // Taken under the outbox's lock: jobs enqueued after these are written after them,
-            // whichever thread writes them.
-            let jobs = pending.take()
-            for job in jobs {
-                writer.write(PoolMessage.run(
-                    jobID: job.jobID, name: job.name, arguments: job.payload.encoded ?? [], announceStart: job.announceStart, timed: job.timed))
-            }
-            pending.recycle(consume jobs)
+        outbox.send { writeEnqueued(&$0) }
+    }
+
+    /// Writes the jobs enqueued so far. Called under the outbox's lock: jobs enqueued after these
+    /// are written after them, whichever thread writes them.
+    private func writeEnqueued(_ writer: inout FrameWriter) {
+        let jobs = pending.take()
+        for job in jobs {
+            writer.write(PoolMessage.run(
+                jobID: job.jobID, name: job.name, arguments: job.payload.encoded ?? [], announceStart: job.announceStart, timed: job.timed))
         }
+        pending.recycle(consume jobs)
     }
 
     func cancel(jobID: UInt64) {
         send(.cancel(jobID: jobID))
+    }
+
+    func recall(jobIDs: [UInt64]) {
+        // After the jobs enqueued so far: a recall that overtook its job's run frame would find
+        // nothing to give back.
+        outbox.send { writer in
+            writeEnqueued(&writer)
+            for jobID in jobIDs { writer.write(PoolMessage.recall(jobID: jobID)) }
+        }
     }
 
     func kill() {

@@ -14,6 +14,10 @@ protocol WorkerHandle: AnyObject, Sendable {
     func sendEnqueued()
     /// Asks the worker to cancel a job (cooperatively).
     func cancel(jobID: UInt64)
+    /// Asks the worker to give back jobs it holds and has not started; it reports each one it
+    /// gives back, after every job enqueued before the call. Only process workers hold jobs
+    /// (prefetch), so only they are asked.
+    func recall(jobIDs: [UInt64])
     /// Ends the worker now: SIGKILL for a process; an in-process worker cancels its jobs and
     /// reports its exit at once (a job that ignores cancellation runs on, detached from the pool).
     func kill()
