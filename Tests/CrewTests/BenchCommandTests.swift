@@ -10,7 +10,7 @@ extension ProcessTests {
         static let measuredKeys = [
             "floor_rtt_us_p50", "floor_rtt_us_p99", "process_rtt_us_p50", "process_rtt_us_p99",
             "process_jobs_per_s", "process_map_unchunked_jobs_per_s", "spawn_per_job_jobs_per_s",
-            "thread_rtt_us_p50", "inline_rtt_us_p50", "thread_jobs_per_s", "process_map_chunked_jobs_per_s",
+            "thread_rtt_us_p50", "inline_rtt_us_p50", "thread_jobs_per_s", "inline_jobs_per_s", "process_map_chunked_jobs_per_s",
             "process_map_chunked_codable_jobs_per_s", "mandelbrot_2_workers_parent_cpu_ms", "mandelbrot_2_workers_8_per_message_s",
             "mandelbrot_1_worker_s", "mandelbrot_2_workers_s", "mandelbrot_taskgroup_2_s", "mandelbrot_taskgroup_1_s",
             "mandelbrot_2_workers_workers_cpu_ms", "mandelbrot_taskgroup_2_cpu_ms",

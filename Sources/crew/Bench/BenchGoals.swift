@@ -62,7 +62,9 @@ struct Goal: Sendable {
     /// computed on plain processes fed over socketpairs show how close one message per row can
     /// come on this machine at all; the in-process speedup, what the second vCPU gives at all;
     /// the workers' CPU against the `TaskGroup`'s, whether the workers' kernel costs more than
-    /// the in-process one; and the render with fewer messages shows what the per-message cost is.
+    /// the in-process one; the render with fewer messages shows what the per-message cost is; and
+    /// throughput on an inline worker, what one `pool.run` per job reaches with no process,
+    /// thread or encoding in its path.
     static let informational: [Goal] = [
         .ratio("process_rtt_p50_over_same_cpu_floor", "process RTT p50 / same-CPU floor p50", "process_rtt_us_p50", "floor_same_cpu_rtt_us_p50", .informational),
         .ratio("process_rtt_p50_over_cross_cpu_floor", "process RTT p50 / cross-CPU floor p50", "process_rtt_us_p50", "floor_cross_cpu_rtt_us_p50", .informational),
@@ -76,6 +78,8 @@ struct Goal: Sendable {
                "mandelbrot_floor_2_processes_s", "mandelbrot_taskgroup_2_s", .informational),
         .ratio("mandelbrot_2_workers_over_floor", "Mandelbrot 2 workers / raw limit, 2 processes",
                "mandelbrot_2_workers_s", "mandelbrot_floor_2_processes_s", .informational),
+        .ratio("process_jobs_over_inline_jobs", "process jobs/s / inline jobs/s (pool.run, no process in the path)",
+               "process_jobs_per_s", "inline_jobs_per_s", .informational),
         .ratio("mandelbrot_8_per_message_over_taskgroup", "Mandelbrot 2 workers, 8 rows per message / TaskGroup",
                "mandelbrot_2_workers_8_per_message_s", "mandelbrot_taskgroup_2_s", .informational),
     ]

@@ -50,6 +50,9 @@ enum BenchSuite {
         Benchmark(title: "thread throughput", figures: [
             FigureSpec(key: "thread_jobs_per_s", unit: "jobs/s", explanation: "Noops on 2 thread workers, one pool.run per job"),
         ], measure: InProcessBenchmarks.threadThroughput),
+        Benchmark(title: "inline throughput", figures: [
+            FigureSpec(key: "inline_jobs_per_s", unit: "jobs/s", explanation: "  Noops on 1 inline worker running 2 at a time, one pool.run per job (info)"),
+        ], measure: InProcessBenchmarks.inlineThroughput),
         Benchmark(title: "chunked map throughput", figures: [
             FigureSpec(key: "process_map_chunked_jobs_per_s", unit: "jobs/s", explanation: "Noops (PlainData) through pool.map, 4096 per chunk, 2 process workers"),
             FigureSpec(key: "process_map_chunked_codable_jobs_per_s", unit: "jobs/s", explanation: "  the same with CodableNoop: the same struct through Codable (info)"),

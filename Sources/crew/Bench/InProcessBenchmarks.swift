@@ -30,6 +30,14 @@ enum InProcessBenchmarks {
         ["thread_jobs_per_s": try await PoolBenchmarks.concurrentRates(.threads(2), settings)]
     }
 
+    /// Tiny jobs on an inline worker running 2 at a time, many in flight: `pool.run`'s own path
+    /// (the caller's task, the state machine, a task per job on the worker's side, the
+    /// resumption) with no process, thread or encoding in it, to read `process_jobs_per_s` by.
+    /// Jobs per second, per repetition.
+    static func inlineThroughput(_ settings: BenchSettings) async throws -> [String: [Double]] {
+        ["inline_jobs_per_s": try await PoolBenchmarks.concurrentRates(.inline(maxConcurrent: 2), settings)]
+    }
+
     /// The same tiny jobs through `map` on two process workers, `chunkSize` jobs per message:
     /// jobs per second, per repetition; `Noop` (plain data, copied as one block per chunk) and
     /// `CodableNoop` (the same struct through its `Codable` conformance).
