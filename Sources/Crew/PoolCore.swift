@@ -189,11 +189,9 @@ final class PoolCore: Sendable {
             let (actions, handles) = change(&state)
             var work = Work(actions: actions, handles: handles)
             for action in actions {
-                guard case .dispatch(let workerID, let jobID, let name, let payload, let timeout, let announceStart) = action,
+                guard case .dispatch(let workerID, let jobID, let name, let payload, _, let announceStart, let timed) = action,
                       let handle = handles[workerID] else { continue }
-                // A held job's timeout is armed when it starts (`announceStart`), so either says it has one.
-                handle.enqueue(DispatchedJob(
-                    jobID: jobID, name: name, payload: payload, announceStart: announceStart, timed: timeout != nil || announceStart))
+                handle.enqueue(DispatchedJob(jobID: jobID, name: name, payload: payload, announceStart: announceStart, timed: timed))
                 if work.sender == nil {
                     work.sender = handle
                 } else if work.sender!.id != workerID && !work.moreSenders.contains(where: { $0.id == workerID }) {
@@ -214,7 +212,7 @@ final class PoolCore: Sendable {
         for handle in work.moreSenders { handle.sendEnqueued() }
         for action in actions {
             switch action {
-            case .dispatch(_, let jobID, _, _, let timeout, _):
+            case .dispatch(_, let jobID, _, _, let timeout, _, _):
                 if let timeout { armTimeout(jobID, timeout) }
             case .armTimeout(let jobID, let timeout):
                 armTimeout(jobID, timeout)

@@ -219,7 +219,7 @@ extension PoolStateMachine {
             held: held)
         actions.append(.dispatch(
             workerID: workerID, jobID: request.id, name: request.name, payload: request.payload,
-            timeout: startsNow ? request.timeout : nil, announceStart: !startsNow && request.timeout != nil))
+            timeout: startsNow ? request.timeout : nil, announceStart: !startsNow && request.timeout != nil, timed: request.timeout != nil))
         if let limit = groups[group].maxJobsPerWorker, jobsDispatched >= limit {
             // Its last job: start the replacement now, while that job runs.
             retire(workerID, because: "it ran its maximum of \(limit) jobs", now: now, &actions)

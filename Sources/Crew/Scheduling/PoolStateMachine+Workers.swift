@@ -47,7 +47,8 @@ extension PoolStateMachine {
             workers[workerID] = worker
             running[jobID] = RunningJob(name: job.name, workerID: workerID, waiter: nil, isInit: true)
             actions.append(.dispatch(
-                workerID: workerID, jobID: jobID, name: job.name, payload: job.payload, timeout: job.timeout, announceStart: false))
+                workerID: workerID, jobID: jobID, name: job.name, payload: job.payload, timeout: job.timeout, announceStart: false,
+                timed: job.timeout != nil))
             return
         }
         worker.phase = .ready

@@ -61,8 +61,9 @@ struct PoolStateMachine<Waiter, Payload> {
     enum Action {
         /// Hand the job to the worker; arm a timeout timer if `timeout` is set. It is nil for a job
         /// the worker holds before running it; with `announceStart` the worker reports when such a
-        /// job starts, and ``armTimeout(jobID:timeout:)`` follows.
-        case dispatch(workerID: Int, jobID: UInt64, name: String, payload: Payload, timeout: Duration?, announceStart: Bool)
+        /// job starts, and ``armTimeout(jobID:timeout:)`` follows. `timed`: the job has a timeout,
+        /// whether it starts now or later (a process worker then never holds its answer back).
+        case dispatch(workerID: Int, jobID: UInt64, name: String, payload: Payload, timeout: Duration?, announceStart: Bool, timed: Bool)
         /// A held job started: arm its timeout timer now.
         case armTimeout(jobID: UInt64, timeout: Duration)
         /// Resume a caller.
