@@ -29,11 +29,13 @@ public struct Workers: Sendable, ExpressibleByArrayLiteral {
         /// in the pool, so that a burst starts workers (up to ``maximum``) rather than queueing in
         /// a busy one.
         ///
-        /// A worker that runs out of jobs while another holds some it has not started calls about
-        /// half of them back (the last held first) and runs them, so that jobs held behind a long
-        /// one do not wait for it while a worker is free. A job the other worker has started by
-        /// then runs there as usual, and a job run with ``WorkerPool/run(_:on:priority:timeout:)``
-        /// never moves.
+        /// A worker with a slot free and nothing queued for it calls back about half of the jobs
+        /// held in the busy worker that holds the most it could run (the last held first), so
+        /// that jobs held behind a long one do not wait for it while a worker is free. They go back
+        /// to the queue where they were (even past ``WorkerPool/Configuration/maxQueued``: they had
+        /// been admitted) and on to the first free slot, the idle worker's as a rule. A job the busy
+        /// worker has started by then runs there as usual, and a job run with
+        /// ``WorkerPool/run(_:on:priority:timeout:)`` never moves.
         ///
         /// While held jobs still wait in a worker, a finished job's answer (with the next job's
         /// start) may wait for company, for at most 6 ms, until the answers held back number

@@ -392,6 +392,8 @@ final class PoolCore: Sendable {
                     outcome = state.machine.jobStarted(id, on: workerID)
                 case .recalled(let id):
                     jobID = id
+                    // A job cancelled on its way back has a cancellation grace timer: it goes too.
+                    Self.takeTimers(of: id, from: &state, into: &timers)
                     outcome = state.machine.jobRecalled(id, on: workerID, now: now)
                 case .result(let id, let output):
                     jobID = id
@@ -422,8 +424,13 @@ final class PoolCore: Sendable {
         _ jobID: UInt64, on workerID: Int, _ result: Result<JobOutput, CrewError>, _ state: inout State,
         now: MonotonicTime, timers: inout [Supervisor.TimerID]
     ) -> [Machine.Action]? {
-        if !state.jobTimers.isEmpty, let jobTimers = state.jobTimers.removeValue(forKey: jobID) { timers += jobTimers.all }
+        takeTimers(of: jobID, from: &state, into: &timers)
         return state.machine.jobEnded(jobID, on: workerID, result, now: now)
+    }
+
+    /// Under the lock: takes a job's timers out of the table, to be cancelled after unlocking.
+    private static func takeTimers(of jobID: UInt64, from state: inout State, into timers: inout [Supervisor.TimerID]) {
+        if !state.jobTimers.isEmpty, let jobTimers = state.jobTimers.removeValue(forKey: jobID) { timers += jobTimers.all }
     }
 
     private func workerExited(_ workerID: Int, termination: CrewError.Termination?, stderrTail: String?) {

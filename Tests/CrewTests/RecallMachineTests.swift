@@ -91,6 +91,33 @@ import Testing
         #expect(recalls(drainWorkerTwo(&machine)).first?.jobs == [9, 8])
     }
 
+    /// The worker that asked is gone when the jobs come back (it idled out), and the group may
+    /// grow: the jobs are demand again, and a worker starts for them rather than leaving them
+    /// queued until the busy worker's long job ends.
+    @Test func aJobGivenBackWithNoSlotFreeStartsAWorker() {
+        var machine = Machine(groups: [
+            .init(kind: .process, minimum: 1, maximum: 2, jobsPerWorker: 1, prefetch: 2, idleTimeout: .seconds(1)),
+        ])
+        _ = machine.start(now: t0)
+        _ = machine.workerReady(1, now: t0)
+        #expect(dispatched(machine.submit(request(1), now: t0)).map(\.worker) == [1])
+        #expect(spawnedWorkers(machine.submit(request(2), now: t0)) == [2])
+        #expect(dispatched(machine.workerReady(2, now: t0)).map(\.job) == [2])
+        var placed: [(job: UInt64, worker: Int)] = []
+        for id: UInt64 in 3...6 { placed += dispatched(machine.submit(request(id), now: t0)) }
+        var last: [Machine.Action] = []
+        for id in [2] + placed.filter({ $0.worker == 2 }).map(\.job) { last = machine.jobEnded(id, on: 2, .success(.encoded([])), now: t0)! }
+        let asked = recalls(last)
+        #expect(asked.map(\.worker) == [1])
+        // Worker 2 idles out and exits before worker 1 gives the jobs back.
+        #expect(released(machine.idleCheck(2, now: t0 + .seconds(2))) == [2])
+        _ = machine.workerExited(2, termination: .exited(0), stderrTail: nil, now: t0 + .seconds(2))
+        var given: [Machine.Action] = []
+        for job in asked.first?.jobs ?? [] { given += machine.jobRecalled(job, on: 1, now: t0 + .seconds(2))! }
+        #expect(spawnedWorkers(given).count == 1)
+        #expect(machine.queuedCount == asked.first?.jobs.count)
+    }
+
     @Test func aJobGivenBackUnaskedIsAProtocolViolation() {
         var machine = twoFullWorkers()
         #expect(machine.jobRecalled(9, on: 1, now: t0) == nil)  // never called back

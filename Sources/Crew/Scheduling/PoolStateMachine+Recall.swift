@@ -1,10 +1,11 @@
 extension PoolStateMachine {
     // MARK: Calling held jobs back
 
-    /// A worker could start a job at once and nothing queued is for it: calls back, from the
-    /// busy worker holding the most of them, about half of the held (prefetched) jobs this
-    /// worker could run, the last held first, so that they do not wait there behind a long job
-    /// while this worker sits idle. At most as many as this worker has room for.
+    /// A worker could start a job at once (it is idle, or with ``Group/jobsPerWorker`` above 1
+    /// has a slot free) and nothing queued is for it: calls back, from the busy worker holding
+    /// the most of them, about half of the held (prefetched) jobs this worker could run, the last
+    /// held first, so that they do not wait there behind a long job while this worker sits idle.
+    /// At most as many as this worker has room for.
     ///
     /// A recalled job the worker has already started is run there as usual (the pool cannot
     /// tell started from held unless the job has a timeout): the recall costs two small frames.
@@ -42,6 +43,9 @@ extension PoolStateMachine {
     /// where it was (even if the queue is full: it had been admitted), and a free slot of
     /// another worker (the idle one's, most often) takes it. Nil if the worker had no such job
     /// being called back: it broke the protocol.
+    ///
+    /// The job no longer counts toward the worker's ``Group/maxJobsPerWorker``; a worker retired
+    /// at the dispatch that reached its maximum stays retired, and runs one job fewer.
     mutating func jobRecalled(_ jobID: UInt64, on workerID: Int, now: MonotonicTime) -> [Action]? {
         guard let job = running[jobID], job.workerID == workerID, job.recalling, let held = job.held, workers[workerID] != nil else {
             return nil
@@ -67,10 +71,12 @@ extension PoolStateMachine {
         // Another worker's slot takes it if one is free (the idle worker's, most often): this
         // worker's held slots wait aside meanwhile, since slots are taken last in, first out, and
         // one this worker freed a moment ago, by giving back another job, could be first in line.
+        // With no slot free (the idle worker took other jobs meanwhile, or is gone), the job is
+        // demand again: a group that may grow starts a worker for it.
         let before = heldSlots.count
         heldSlots.removeAll { $0 == workerID }
         let setAside = before - heldSlots.count
-        dispatch(now: now, scalingUp: false, &actions)
+        dispatch(now: now, &actions)
         heldSlots.append(contentsOf: repeatElement(workerID, count: setAside))
         slotFreed(workerID, now: now, &actions)
         checkDrained(&actions)
