@@ -24,7 +24,9 @@ public struct Workers: Sendable, ExpressibleByArrayLiteral {
         public var jobsPerWorker: Int = 1
         /// Process workers only: how many more jobs a worker may hold, queued in the worker, beyond
         /// those it runs. The next job is then already there when the current one ends, which hides
-        /// the round trip for short jobs. A held job's timeout counts from when it starts. Jobs are
+        /// the round trip for short jobs. The worker runs the jobs it holds highest priority first
+        /// (then in the order they came), so a job of higher priority waits for the jobs running,
+        /// not for those held. A held job's timeout counts from when it starts. Jobs are
         /// held only while no worker is starting and no group may start one: until then they wait
         /// in the pool, so that a burst starts workers (up to ``maximum``) rather than queueing in
         /// a busy one.

@@ -189,9 +189,11 @@ final class PoolCore: Sendable {
             let (actions, handles) = change(&state)
             var work = Work(actions: actions, handles: handles)
             for action in actions {
-                guard case .dispatch(let workerID, let jobID, let name, let payload, _, let announceStart, let timed) = action,
-                      let handle = handles[workerID] else { continue }
-                handle.enqueue(DispatchedJob(jobID: jobID, name: name, payload: payload, announceStart: announceStart, timed: timed))
+                guard case .dispatch(let job) = action, let handle = handles[job.workerID] else { continue }
+                let workerID = job.workerID
+                handle.enqueue(DispatchedJob(
+                    jobID: job.jobID, name: job.name, payload: job.payload, announceStart: job.announceStart, timed: job.timed,
+                    priority: job.priority.rawValue))
                 if work.sender == nil {
                     work.sender = handle
                 } else if work.sender!.id != workerID && !work.moreSenders.contains(where: { $0.id == workerID }) {
@@ -212,8 +214,8 @@ final class PoolCore: Sendable {
         for handle in work.moreSenders { handle.sendEnqueued() }
         for action in actions {
             switch action {
-            case .dispatch(_, let jobID, _, _, let timeout, _, _):
-                if let timeout { armTimeout(jobID, timeout) }
+            case .dispatch(let job):
+                if let timeout = job.timeout { armTimeout(job.jobID, timeout) }
             case .armTimeout(let jobID, let timeout):
                 armTimeout(jobID, timeout)
             case .resume(let waiter, let result):

@@ -118,6 +118,8 @@ final class WorkerServer: Sendable {
         var announceStart: Bool
         /// The job has a timeout: its answer is never held back (see `runJobs`).
         var timed: Bool
+        /// ``JobPriority/rawValue``: held jobs run highest first.
+        var priority: Int
     }
 
     /// One slot's task. Its fields are only touched with the jobs lock held.
@@ -130,7 +132,8 @@ final class WorkerServer: Sendable {
     private struct Jobs: ~Copyable {
         /// The runner of every job that runs, by job id.
         var running: [UInt64: Runner] = [:]
-        /// Jobs the pool sent beyond `concurrency`, in the order it sent them.
+        /// Jobs the pool sent beyond `concurrency`, highest priority first, then in the order it
+        /// sent them.
         var pending: Deque<Pending> = []
         /// Slots in use (a slot passes straight from a finished job to a held one).
         var active = 0
@@ -142,6 +145,13 @@ final class WorkerServer: Sendable {
         var earlyCancels = EarlyCancels()
 
         var isIdle: Bool { active == 0 && pending.isEmpty && unanswered == 0 }
+
+        /// Holds a job until a slot is free: behind every job of its priority or higher, ahead of
+        /// any of lower priority. (Jobs of one priority, the common case, are only appended.)
+        mutating func hold(_ job: Pending) {
+            guard let last = pending.last, last.priority < job.priority else { return pending.append(job) }
+            pending.insert(job, at: pending.firstIndex { $0.priority < job.priority }!)
+        }
 
         /// Takes a held job out of `pending` (cancelled, or called back by the pool), owing its
         /// answer; false if the job is not waiting here (it started, ended, or never came).
@@ -211,7 +221,7 @@ final class WorkerServer: Sendable {
 
     private func handle(_ message: PoolMessage) {
         switch message {
-        case .run(let jobID, let name, let arguments, let announceStart, let timed):
+        case .run(let jobID, let name, let arguments, let announceStart, let timed, let priority):
             guard let entry = catalog.entries[name] else {
                 post(.failure(
                     jobID: jobID, kind: .unknownJobType, errorType: "",
@@ -219,11 +229,12 @@ final class WorkerServer: Sendable {
                 ))
                 return
             }
-            let job = Pending(jobID: jobID, name: name, arguments: arguments, entry: entry, announceStart: announceStart, timed: timed)
+            let job = Pending(
+                jobID: jobID, name: name, arguments: arguments, entry: entry, announceStart: announceStart, timed: timed, priority: priority)
             let (runner, cancelledAlready) = jobs.withLock { state -> (Runner?, Bool) in
                 if state.earlyCancels.take(jobID) { return (nil, true) }
                 guard state.active < concurrency else {
-                    state.pending.append(job)
+                    state.hold(job)
                     return (nil, false)
                 }
                 state.active += 1

@@ -5,7 +5,7 @@ typealias TestMachine = PoolStateMachine<Int, [UInt8]>
 
 /// The jobs `actions` dispatch, with their workers.
 func dispatched(_ actions: [TestMachine.Action]) -> [(job: UInt64, worker: Int)] {
-    actions.compactMap { if case .dispatch(let worker, let job, _, _, _, _, _) = $0 { (job, worker) } else { nil } }
+    actions.compactMap { if case .dispatch(let job) = $0 { (job.jobID, job.workerID) } else { nil } }
 }
 
 /// The waiters `actions` resume, with the error code or "ok".

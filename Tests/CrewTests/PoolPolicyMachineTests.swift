@@ -295,7 +295,7 @@ import Testing
         _ = machine.start(now: at(0))
         _ = machine.submit(request(1), now: at(0))
         let ready = machine.workerReady(1, now: at(0))
-        let setup = ready.compactMap { if case .dispatch(_, let job, let name, _, _, _, _) = $0 { (job, name) } else { nil } }
+        let setup = ready.compactMap { if case .dispatch(let job) = $0 { (job.jobID, job.name) } else { nil } }
         #expect(setup.map(\.1) == ["Setup"])  // not job 1 yet
         #expect(dispatched(machine.jobEnded(setup[0].0, on: 1, done, now: at(1))!).map(\.job) == [1])
 
@@ -304,7 +304,7 @@ import Testing
         _ = machine.submit(request(2), now: at(2))
         for worker in [2, 3] {
             let actions = machine.workerReady(worker, now: at(3))
-            guard let (jobID, _) = actions.compactMap({ if case .dispatch(_, let job, let name, _, _, _, _) = $0 { (job, name) } else { nil } }).first else {
+            guard let (jobID, _) = actions.compactMap({ if case .dispatch(let job) = $0 { (job.jobID, job.name) } else { nil } }).first else {
                 Issue.record("no setup job for worker \(worker)")
                 return
             }
@@ -324,7 +324,7 @@ import Testing
         _ = machine.addInitJob(.init(name: "Update", payload: [1]))
         #expect(machine.broadcastTargets == [1])  // worker 2 is still starting: it replays
         let replay = machine.workerReady(2, now: at(1))
-        #expect(replay.contains { if case .dispatch(2, _, "Update", _, _, _, _) = $0 { true } else { false } })
+        #expect(replay.contains { if case .dispatch(let job) = $0 { job.workerID == 2 && job.name == "Update" } else { false } })
     }
 
     /// A broadcast's replay runs under the broadcast's timeout (it ran with none: a replay that
@@ -338,7 +338,7 @@ import Testing
         _ = machine.addInitJob(.init(name: "Update", payload: [1], timeout: .seconds(1)))
         let replay = machine.workerReady(2, now: at(1))
         let replayed: (jobID: UInt64, timeout: Duration?)? = replay.lazy.compactMap {
-            if case .dispatch(2, let jobID, "Update", _, let timeout, _, _) = $0 { (jobID, timeout) } else { nil }
+            if case .dispatch(let job) = $0, job.workerID == 2, job.name == "Update" { (job.jobID, job.timeout) } else { nil }
         }.first
         #expect(replayed?.timeout == .seconds(1))
         guard let jobID = replayed?.jobID else { return }

@@ -236,17 +236,19 @@ extension PoolStateMachineTests {
         _ = machine.workerReady(1, now: t0)
         let first = machine.submit(request(1, timeout: .seconds(5)), now: t0)
         let second = machine.submit(request(2, timeout: .seconds(5)), now: t0)
-        let timeouts = (first + second).compactMap { if case .dispatch(_, let job, _, _, let timeout, _, _) = $0 { (job, timeout) } else { nil } }
+        let timeouts = (first + second).compactMap { if case .dispatch(let job) = $0 { (job.jobID, job.timeout) } else { nil } }
         #expect(timeouts.map(\.0) == [1, 2])
         #expect(timeouts[0].1 == .seconds(5))
         #expect(timeouts[1].1 == nil)  // held: not started yet
         // Both have a timeout, running or held: the worker must never hold their answers back.
-        let timed = (first + second).compactMap { if case .dispatch(_, _, _, _, _, let announce, let timed) = $0 { [announce, timed] } else { nil } }
+        let timed = (first + second).compactMap { if case .dispatch(let job) = $0 { [job.announceStart, job.timed] } else { nil } }
         #expect(timed == [[false, true], [true, true]])
         #expect(machine.submit(request(3), now: t0).isEmpty)  // both slots taken
         // Job 3, without a timeout, takes the held slot job 1 leaves: nothing to announce or rush.
         let ended = machine.jobEnded(1, on: 1, .success(.encoded([])), now: t0)!
-        #expect(ended.contains { if case .dispatch(1, 3, _, _, nil, false, false) = $0 { true } else { false } })
+        #expect(ended.contains {
+            if case .dispatch(let job) = $0 { job.workerID == 1 && job.jobID == 3 && job.timeout == nil && !job.announceStart && !job.timed } else { false }
+        })
         let started = machine.jobStarted(2, on: 1)
         #expect(started?.count == 1)
         #expect(started.map { if case .armTimeout(2, .seconds(5))? = $0.first { true } else { false } } == true)

@@ -6,19 +6,24 @@ import Testing
     typealias Machine = TestMachine
     let t0 = MonotonicTime(nanoseconds: 1_000_000_000)
 
-    func request(_ id: UInt64, requirement: Machine.Requirement = .any, timeout: Duration? = nil) -> Machine.Request {
-        Machine.Request(id: id, name: "Job\(id)", payload: [UInt8(id)], priority: .normal, timeout: timeout, requirement: requirement, waiter: Int(id))
+    func request(
+        _ id: UInt64, requirement: Machine.Requirement = .any, timeout: Duration? = nil, priority: JobPriority = .normal
+    ) -> Machine.Request {
+        Machine.Request(id: id, name: "Job\(id)", payload: [UInt8(id)], priority: priority, timeout: timeout, requirement: requirement, waiter: Int(id))
     }
 
     /// Two ready workers holding 4 jobs each beyond the one they run: jobs 1 and 3–6 on worker 2,
     /// 2 and 7–10 on worker 1 (free slots are taken last in, first out).
-    func twoFullWorkers(timeouts: Set<UInt64> = []) -> Machine {
+    func twoFullWorkers(timeouts: Set<UInt64> = [], priorities: [UInt64: JobPriority] = [:]) -> Machine {
         var machine = Machine(groups: [.init(kind: .process, minimum: 2, maximum: 2, jobsPerWorker: 1, prefetch: 4)])
         _ = machine.start(now: t0)
         _ = machine.workerReady(1, now: t0)
         _ = machine.workerReady(2, now: t0)
         var placed: [(job: UInt64, worker: Int)] = []
-        for id: UInt64 in 1...10 { placed += dispatched(machine.submit(request(id, timeout: timeouts.contains(id) ? .seconds(9) : nil), now: t0)) }
+        for id: UInt64 in 1...10 {
+            let request = request(id, timeout: timeouts.contains(id) ? .seconds(9) : nil, priority: priorities[id] ?? .normal)
+            placed += dispatched(machine.submit(request, now: t0))
+        }
         #expect(placed.filter { $0.worker == 2 }.map(\.job) == [1, 3, 4, 5, 6])
         #expect(placed.filter { $0.worker == 1 }.map(\.job) == [2, 7, 8, 9, 10])
         return machine
@@ -50,6 +55,13 @@ import Testing
         let again = machine.jobEnded(9, on: 2, .success(.encoded([])), now: t0)!
         #expect(recalls(again).first?.jobs == [8])
         #expect(resumed(again) == [9: "ok"])
+    }
+
+    /// A worker runs the jobs it holds highest priority first: those gain the most from moving
+    /// to an idle worker, so they are called back first.
+    @Test func theHighestPriorityHeldJobsAreCalledBackFirst() {
+        var machine = twoFullWorkers(priorities: [8: .high, 7: .critical])
+        #expect(recalls(drainWorkerTwo(&machine)).first?.jobs == [7, 8])
     }
 
     @Test func aRecalledJobGoesBackToItsPlaceInTheQueue() {

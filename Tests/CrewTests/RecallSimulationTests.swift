@@ -59,9 +59,9 @@ import Testing
             for action in actions {
                 if case .drained = action, !drainedSeen, seed % 4 == 1 { drainedSeen = true; try apply(machine.stopWorkers()) }
                 switch action {
-                case .dispatch(let w, let job, _, _, _, let announce, _):
-                    guard let sim = sims[w] else { throw Failure(description: "dispatch to unknown worker \(w)") }
-                    sim.inbox.append(.run(job, announce: announce))
+                case .dispatch(let job):
+                    guard let sim = sims[job.workerID] else { throw Failure(description: "dispatch to unknown worker \(job.workerID)") }
+                    sim.inbox.append(.run(job.jobID, announce: job.announceStart))
                 case .recall(let w, let jobs):
                     recallsSent += jobs.count
                     for job in jobs { sims[w]?.inbox.append(.recall(job)) }

@@ -56,6 +56,32 @@ extension ProcessTests {
             }
         }
 
+        /// With prefetch the jobs wait in the worker, not in the pool: the worker runs those it
+        /// holds highest priority first too, then in the order they came.
+        @Test func aWorkerRunsTheJobsItHoldsHighestPriorityFirst() async throws {
+            let gate = temporaryPath("gate")
+            defer { unlink(gate) }
+            try await withPool(.processes(1).prefetch(8)) { pool in
+                let blocker = await startGateJob(pool, gate: gate)
+                let starts = StampRecorder()
+                let plan: [(id: Int, priority: JobPriority)] = [
+                    (0, .low), (1, .normal), (2, .high), (3, .normal), (4, .critical), (5, .low), (6, .high), (7, JobPriority(-3)),
+                ]
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for (id, priority) in plan {
+                        group.addTask { starts.append(id, try await pool.run(Stamp(id), priority: priority)) }
+                        // Sent in a known order: wait until the worker holds this one.
+                        #expect(await eventually { pool.snapshot().workers.first?.currentJobs.count == id + 2 })
+                    }
+                    #expect(pool.queuedJobCount == 0)
+                    openGate(gate)
+                    try await group.waitForAll()
+                }
+                _ = try await blocker.value
+                #expect(starts.idsByStart == [4, 2, 6, 1, 3, 7, 0, 5])
+            }
+        }
+
         @Test func cancellingAQueuedJobRemovesIt() async throws {
             let gate = temporaryPath("gate")
             defer { unlink(gate) }

@@ -13,6 +13,8 @@ import Testing
             .run(jobID: 7, name: "ünïcode", arguments: [UInt8](repeating: 9, count: 100_000), announceStart: true),
             .run(jobID: 8, name: "Timed", arguments: [4], timed: true),
             .run(jobID: 9, name: "Both", arguments: [], announceStart: true, timed: true),
+            .run(jobID: 10, name: "Urgent", arguments: [5], priority: 20),
+            .run(jobID: 11, name: "Lowest", arguments: [], announceStart: true, timed: true, priority: Int(Int64.min)),
             .recall(jobID: 9),
             .shutdown,
         ]
@@ -276,7 +278,7 @@ import Synchronization
         var jobs: [UInt64] = []
         while reader.append(from: fd) > 0 {
             while let message = try reader.nextPoolMessage() {
-                if case .run(let jobID, _, _, _, _) = message { jobs.append(jobID) }
+                if case .run(let jobID, _, _, _, _, _) = message { jobs.append(jobID) }
             }
         }
         return jobs

@@ -217,9 +217,10 @@ extension PoolStateMachine {
         running[request.id] = RunningJob(
             name: request.name, workerID: workerID, waiter: request.waiter, pendingTimeout: startsNow ? nil : request.timeout,
             held: held)
-        actions.append(.dispatch(
+        actions.append(.dispatch(Dispatch(
             workerID: workerID, jobID: request.id, name: request.name, payload: request.payload,
-            timeout: startsNow ? request.timeout : nil, announceStart: !startsNow && request.timeout != nil, timed: request.timeout != nil))
+            timeout: startsNow ? request.timeout : nil, announceStart: !startsNow && request.timeout != nil, timed: request.timeout != nil,
+            priority: request.priority)))
         if let limit = groups[group].maxJobsPerWorker, jobsDispatched >= limit {
             // Its last job: start the replacement now, while that job runs.
             retire(workerID, because: "it ran its maximum of \(limit) jobs", now: now, &actions)

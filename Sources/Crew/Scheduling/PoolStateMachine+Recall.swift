@@ -3,9 +3,9 @@ extension PoolStateMachine {
 
     /// A worker could start a job at once (it is idle, or with ``Group/jobsPerWorker`` above 1
     /// has a slot free) and nothing queued is for it: calls back, from the busy worker holding
-    /// the most of them, about half of the held (prefetched) jobs this worker could run, the last
-    /// held first, so that they do not wait there behind a long job while this worker sits idle.
-    /// At most as many as this worker has room for.
+    /// the most of them, about half of the held (prefetched) jobs this worker could run, the
+    /// highest priority first and then the last held, so that they do not wait there behind a
+    /// long job while this worker sits idle. At most as many as this worker has room for.
     ///
     /// A recalled job the worker has already started is run there as usual (the pool cannot
     /// tell started from held unless the job has a timeout): the recall costs two small frames.
@@ -23,15 +23,22 @@ extension PoolStateMachine {
             default: continue
             }
             guard donor.id != workerID, donor.inFlight.count > runsAtOnce else { continue }
-            var candidates: [UInt64] = []
+            var candidates: [(id: UInt64, priority: JobPriority)] = []
             // The jobs beyond those it runs at once are held, the last one first.
             for jobID in donor.inFlight[runsAtOnce...].reversed() {
                 guard let job = running[jobID], let held = job.held, !job.recalling, job.waiter != nil,
                       self.group(takingJobsFor: held.requirement, workerID: workerID) != nil
                 else { continue }
-                candidates.append(jobID)
+                candidates.append((jobID, held.priority))
             }
-            if candidates.count > (best?.jobs.count ?? 0) { best = (donor.id, candidates) }
+            if candidates.count > (best?.jobs.count ?? 0) {
+                // The highest priority first: those the donor would have run next gain the most
+                // from running now. Within a priority, the last held first (as listed).
+                let order = candidates.indices.sorted { a, b in
+                    candidates[a].priority != candidates[b].priority ? candidates[a].priority > candidates[b].priority : a < b
+                }
+                best = (donor.id, order.map { candidates[$0].id })
+            }
         }
         guard let (donor, candidates) = best else { return }
         let recalled = Array(candidates.prefix(min(room, (candidates.count + 1) / 2)))

@@ -46,9 +46,9 @@ extension PoolStateMachine {
             worker.inFlight.append(jobID)
             workers[workerID] = worker
             running[jobID] = RunningJob(name: job.name, workerID: workerID, waiter: nil, isInit: true)
-            actions.append(.dispatch(
+            actions.append(.dispatch(Dispatch(
                 workerID: workerID, jobID: jobID, name: job.name, payload: job.payload, timeout: job.timeout, announceStart: false,
-                timed: job.timeout != nil))
+                timed: job.timeout != nil, priority: .normal)))
             return
         }
         worker.phase = .ready

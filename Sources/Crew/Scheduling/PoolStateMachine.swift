@@ -59,11 +59,8 @@ struct PoolStateMachine<Waiter, Payload> {
 
     /// Something the pool must do after the state changed.
     enum Action {
-        /// Hand the job to the worker; arm a timeout timer if `timeout` is set. It is nil for a job
-        /// the worker holds before running it; with `announceStart` the worker reports when such a
-        /// job starts, and ``armTimeout(jobID:timeout:)`` follows. `timed`: the job has a timeout,
-        /// whether it starts now or later (a process worker then never holds its answer back).
-        case dispatch(workerID: Int, jobID: UInt64, name: String, payload: Payload, timeout: Duration?, announceStart: Bool, timed: Bool)
+        /// Hand the job to the worker (see ``Dispatch``).
+        case dispatch(Dispatch)
         /// A held job started: arm its timeout timer now.
         case armTimeout(jobID: UInt64, timeout: Duration)
         /// Resume a caller.
@@ -159,6 +156,24 @@ struct PoolStateMachine<Waiter, Payload> {
         var held: HeldJob? = nil
         /// The pool asked the worker to give the job back; it is not asked twice.
         var recalling = false
+    }
+
+    /// A job handed to a worker.
+    struct Dispatch {
+        var workerID: Int
+        var jobID: UInt64
+        var name: String
+        var payload: Payload
+        /// Arm a timeout timer now: set for a job that starts at once. It is nil for a job the
+        /// worker holds before running it; with `announceStart` the worker reports when such a job
+        /// starts, and ``Action/armTimeout(jobID:timeout:)`` follows.
+        var timeout: Duration?
+        var announceStart: Bool
+        /// The job has a timeout, whether it starts now or later (a process worker then never
+        /// holds its answer back).
+        var timed: Bool
+        /// A worker runs the jobs it holds highest priority first.
+        var priority: JobPriority
     }
 
     /// A held job's request, less its waiter (which stays with the running job).
@@ -304,3 +319,4 @@ extension PoolStateMachine.InitJob: Sendable where Payload: Sendable {}
 extension PoolStateMachine.Action: Sendable where Waiter: Sendable, Payload: Sendable {}
 extension PoolStateMachine.RunningJob: Sendable where Waiter: Sendable, Payload: Sendable {}
 extension PoolStateMachine.HeldJob: Sendable where Payload: Sendable {}
+extension PoolStateMachine.Dispatch: Sendable where Payload: Sendable {}

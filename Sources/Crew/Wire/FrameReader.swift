@@ -151,8 +151,11 @@ struct FrameReader {
             case .run:
                 let jobID: UInt64 = try body.integer()
                 let flags: UInt8 = try body.integer()
+                let priority: Int64 = flags & 4 != 0 ? try body.integer() : 0
                 let name = try body.string16()
-                return .run(jobID: jobID, name: name, arguments: body.rest(), announceStart: flags & 1 != 0, timed: flags & 2 != 0)
+                return .run(
+                    jobID: jobID, name: name, arguments: body.rest(), announceStart: flags & 1 != 0, timed: flags & 2 != 0,
+                    priority: Int(truncatingIfNeeded: priority))
             case .cancel:
                 let jobID: UInt64 = try body.integer()
                 try body.expectEnd()

@@ -46,10 +46,11 @@ struct FrameWriter {
 
     mutating func write(_ message: PoolMessage) {
         switch message {
-        case .run(let jobID, let name, let arguments, let announceStart, let timed):
+        case .run(let jobID, let name, let arguments, let announceStart, let timed, let priority):
             let start = beginFrame(.run)
             append(jobID)
-            append(UInt8(announceStart ? 1 : 0) | UInt8(timed ? 2 : 0))
+            append(UInt8(announceStart ? 1 : 0) | UInt8(timed ? 2 : 0) | UInt8(priority != 0 ? 4 : 0))
+            if priority != 0 { append(Int64(priority)) }
             appendString16(name)
             bytes.append(contentsOf: arguments)
             finishFrame(at: start)

@@ -326,7 +326,8 @@ extension ProcessWorker: WorkerHandle {
         let jobs = pending.take()
         for job in jobs {
             writer.write(PoolMessage.run(
-                jobID: job.jobID, name: job.name, arguments: job.payload.encoded ?? [], announceStart: job.announceStart, timed: job.timed))
+                jobID: job.jobID, name: job.name, arguments: job.payload.encoded ?? [], announceStart: job.announceStart, timed: job.timed,
+                priority: job.priority))
         }
         pending.recycle(consume jobs)
     }

@@ -45,6 +45,8 @@ struct DispatchedJob: Sendable {
     /// The job has a timeout: a process worker then sends its answer at once rather than hold
     /// it back for company, so that a job that ended in time is never taken for one that ran over.
     var timed = false
+    /// ``JobPriority/rawValue``: a process worker runs the jobs it holds highest priority first.
+    var priority = 0
 }
 
 /// What an in-process worker reports to the pool.
