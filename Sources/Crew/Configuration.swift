@@ -32,11 +32,11 @@ public struct Workers: Sendable, ExpressibleByArrayLiteral {
         /// a busy one.
         ///
         /// A worker with a slot free and nothing queued for it calls back about half of the jobs
-        /// held in the busy worker that holds the most it could run (the last held first), so
-        /// that jobs held behind a long one do not wait for it while a worker is free. They go back
-        /// to the queue where they were (even past ``WorkerPool/Configuration/maxQueued``: they had
-        /// been admitted) and on to the first free slot, the idle worker's as a rule. A job the busy
-        /// worker has started by then runs there as usual, and a job run with
+        /// held in the busy worker that holds the most it could run (the highest priority first),
+        /// so that jobs held behind a long one do not wait for it while a worker is free. They go
+        /// back to the queue where they were (even past ``WorkerPool/Configuration/maxQueued``:
+        /// they had been admitted) and on to the first free slot, the idle worker's as a rule. A
+        /// job the busy worker has started by then runs there as usual, and a job run with
         /// ``WorkerPool/run(_:on:priority:timeout:)`` never moves.
         ///
         /// While held jobs still wait in a worker, a finished job's answer (with the next job's

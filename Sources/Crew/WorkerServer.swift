@@ -90,9 +90,9 @@ public enum Crew {
 }
 
 /// The worker side of the wire: reads run, cancel and recall frames on a dedicated thread, runs
-/// jobs in at most `concurrency` slots (the pool may send more, which wait here in order, are
-/// announced with a `started` frame when they start, and go back to the pool unstarted when it
-/// recalls them), writes results back.
+/// jobs in at most `concurrency` slots (the pool may send more, which wait here highest priority
+/// first and then in order, are announced with a `started` frame when they start, and go back to
+/// the pool unstarted when it recalls them), writes results back.
 ///
 /// Each busy slot is a runner: one task that runs its job, then the next held one, and so on
 /// until none is left, so a stream of small jobs costs no task creation and one lock per job.

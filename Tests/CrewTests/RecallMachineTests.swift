@@ -64,6 +64,23 @@ import Testing
         #expect(recalls(drainWorkerTwo(&machine)).first?.jobs == [7, 8])
     }
 
+    /// The pool lists a worker's jobs in the order the worker runs them: a held job of higher
+    /// priority goes ahead of held ones of lower priority, as in the worker. Once the job before
+    /// them ends, the pool knows the higher one runs, and calls back the lower one.
+    @Test func aHeldJobBehindAHigherOneThatStartedIsTheOneCalledBack() {
+        var machine = Machine(groups: [.init(kind: .process, minimum: 2, maximum: 2, jobsPerWorker: 1, prefetch: 2)])
+        _ = machine.start(now: t0)
+        _ = machine.workerReady(1, now: t0)
+        _ = machine.workerReady(2, now: t0)
+        #expect(dispatched(machine.submit(request(1), now: t0)).map(\.worker) == [2])
+        #expect(dispatched(machine.submit(request(2), now: t0)).map(\.worker) == [1])
+        #expect(dispatched(machine.submit(request(3, priority: .low), now: t0)).map(\.worker) == [2])
+        #expect(dispatched(machine.submit(request(4, requirement: .worker(2), priority: .high), now: t0)).map(\.worker) == [2])
+        #expect(machine.workers[2]!.inFlight == [1, 4, 3])
+        _ = machine.jobEnded(1, on: 2, .success(.encoded([])), now: t0)  // worker 2 starts job 4
+        #expect(recalls(machine.jobEnded(2, on: 1, .success(.encoded([])), now: t0)!).first?.jobs == [3])
+    }
+
     @Test func aRecalledJobGoesBackToItsPlaceInTheQueue() {
         var machine = twoFullWorkers()
         _ = drainWorkerTwo(&machine)

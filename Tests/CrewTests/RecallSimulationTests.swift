@@ -6,8 +6,9 @@ import Testing
 /// with the answer before it, a cancel that overtakes its job is remembered), with submits of
 /// every requirement, cancels that may overtake earlier frames, timeouts, retirements, slow
 /// workers, drains and shutdowns. After every step each ready worker's free and held slots and
-/// jobs in flight add up to its slots; at the end every job's caller was resumed exactly once,
-/// and no job ran twice.
+/// jobs in flight add up to its slots, and, while nothing is on its way to or from it, the pool
+/// sees the jobs it has; at the end every job's caller was resumed exactly
+/// once, and no job ran twice.
 @Suite struct RecallSimulationTests {
     typealias Machine = TestMachine
 
@@ -22,7 +23,7 @@ import Testing
         }
     }
 
-    enum ToWorker { case run(UInt64, announce: Bool), cancel(UInt64), recall(UInt64) }
+    enum ToWorker { case run(UInt64, announce: Bool, priority: JobPriority), cancel(UInt64), recall(UInt64) }
     enum ToPool { case started(UInt64), recalled(UInt64), result(UInt64), cancelled(UInt64) }
 
     final class SimWorker {
@@ -31,7 +32,8 @@ import Testing
         var ready = false
         var releasing = false
         var running: [UInt64] = []
-        var pending: [(UInt64, Bool)] = []
+        /// Held jobs, highest priority first, then in the order they came (like `WorkerServer`).
+        var pending: [(UInt64, Bool, JobPriority)] = []
         var earlyCancels: Set<UInt64> = []
         var inbox: [ToWorker] = []
         var outbox: [ToPool] = []
@@ -61,7 +63,7 @@ import Testing
                 switch action {
                 case .dispatch(let job):
                     guard let sim = sims[job.workerID] else { throw Failure(description: "dispatch to unknown worker \(job.workerID)") }
-                    sim.inbox.append(.run(job.jobID, announce: job.announceStart))
+                    sim.inbox.append(.run(job.jobID, announce: job.announceStart, priority: job.priority))
                 case .recall(let w, let jobs):
                     recallsSent += jobs.count
                     for job in jobs { sims[w]?.inbox.append(.recall(job)) }
@@ -87,9 +89,13 @@ import Testing
             // deliver one inbound message
             guard !sim.inbox.isEmpty else { return }
             switch sim.inbox.removeFirst() {
-            case .run(let job, let announce):
+            case .run(let job, let announce, let priority):
                 if sim.earlyCancels.remove(job) != nil { sim.outbox.append(.cancelled(job)); return }
-                if sim.running.count < sim.concurrency { sim.running.append(job) } else { sim.pending.append((job, announce)) }
+                if sim.running.count < sim.concurrency {
+                    sim.running.append(job)
+                } else {
+                    sim.pending.insert((job, announce, priority), at: sim.pending.firstIndex { $0.2 < priority } ?? sim.pending.count)
+                }
             case .cancel(let job):
                 if let i = sim.pending.firstIndex(where: { $0.0 == job }) {
                     sim.pending.remove(at: i)
@@ -110,7 +116,7 @@ import Testing
             ranOn[job, default: []].append(sim.id)
             sim.outbox.append(.result(job))
             if !sim.pending.isEmpty {
-                let (next, announce) = sim.pending.removeFirst()
+                let (next, announce, _) = sim.pending.removeFirst()
                 sim.running.append(next)
                 if announce { sim.outbox.append(.started(next)) }
             }
@@ -137,6 +143,13 @@ import Testing
                 let per = machine.groups[worker.group].slotsPerWorker
                 if slots + worker.inFlight.count != per {
                     throw Failure(description: "worker \(id): \(slots) free slots + \(worker.inFlight.count) in flight != \(per)")
+                }
+                // With nothing on its way either way, the pool sees the jobs the worker has. (Not
+                // always in the worker's order: a job of higher priority sent while the worker
+                // started the next held one is ahead of that one in the pool's view.)
+                guard let sim = sims[id], sim.inbox.isEmpty, sim.outbox.isEmpty else { continue }
+                if Set(worker.inFlight) != Set(sim.running + sim.pending.map(\.0)) || worker.inFlight.count != sim.running.count + sim.pending.count {
+                    throw Failure(description: "worker \(id): the pool sees \(worker.inFlight), the worker runs \(sim.running) and holds \(sim.pending.map(\.0))")
                 }
             }
         }

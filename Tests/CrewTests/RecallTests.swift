@@ -36,5 +36,36 @@ extension ProcessTests {
                 try await expectNothingLeftAndServing(pool)
             }
         }
+
+        /// Worker W holds X (low) when H (high, pinned to W) comes: W runs H first, as its own
+        /// priority order says, and the pool, which lists W's jobs in that order, calls back X
+        /// (not H) once the other worker is idle. X ends while H still runs.
+        @Test func aLowJobHeldBehindAHigherOneThatStartedMovesToAnIdleWorker() async throws {
+            try await withPool(.processes(2).prefetch(2)) { pool in
+                let gates = (0..<3).map { temporaryPath("recall-\($0)") }
+                defer { for gate in gates { unlink(gate) } }
+                #expect(await eventually { pool.snapshot().workers.filter { $0.state == .ready }.count == 2 })
+                let ids = pool.snapshot().workers.map(\.id)
+                let first = ids.map { id in Task { try await pool.run(WaitForFile(path: gates[id == ids[0] ? 0 : 1]), on: id) } }
+                #expect(await eventually { pool.snapshot().workers.allSatisfy { $0.currentJobs.count == 1 } })
+                let x = Task { try await pool.run(Echo(42), priority: .low) }
+                #expect(await eventually { pool.snapshot().workers.contains { $0.currentJobs.count == 2 } })
+                let w = try #require(pool.snapshot().workers.first { $0.currentJobs.count == 2 }).id
+                let (mine, other) = w == ids[0] ? (0, 1) : (1, 0)
+                let h = Task { try await pool.run(WaitForFile(path: gates[2]), on: w, priority: .high) }
+                #expect(await eventually { pool.snapshot().workers.first { $0.id == w }?.currentJobs.count == 3 })
+                // W's first job ends: W starts H and still holds X. Then the other worker goes idle.
+                openGate(gates[mine])
+                _ = try await first[mine].value
+                #expect(await eventually { pool.snapshot().workers.first { $0.id == w }?.currentJobs.count == 2 })
+                openGate(gates[other])
+                _ = try await first[other].value
+                #expect(try await x.value == 42)
+                #expect(pool.snapshot().workers.first { $0.id == w }?.currentJobs.map(\.name) == [WaitForFile.jobName])
+                openGate(gates[2])
+                _ = try await h.value
+                try await expectNothingLeftAndServing(pool)
+            }
+        }
     }
 }

@@ -33,6 +33,18 @@ import Testing
         }
     }
 
+    /// A run frame with a flag this build does not know, or a priority cut short, is a broken
+    /// protocol: the worker refuses it rather than read the fields after it wrongly.
+    @Test(arguments: [
+        [12, 0, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0xF8, 0, 0] as [UInt8],  // unknown flags
+        [13, 0, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 4, 10, 0, 0],  // a priority of 3 bytes
+    ])
+    func malformedRunFramesThrow(bytes: [UInt8]) {
+        var reader = FrameReader()
+        reader.append(bytes)
+        #expect(throws: WireError.self) { try reader.nextPoolMessage() }
+    }
+
     @Test func workerMessagesRoundTrip() throws {
         var writer = FrameWriter()
         let hello = Hello(

@@ -197,11 +197,12 @@ extension PoolStateMachine {
         _ request: Request, to workerID: Int, group: Int, sequence: UInt64? = nil, now: MonotonicTime, _ actions: inout [Action]
     ) {
         let jobsPerWorker = groups[group].jobsPerWorker
+        let position = heldPosition(for: request.priority, on: workerID, runsAtOnce: jobsPerWorker)
         // In place, with one look-up: a copy would make every append copy the worker's job list.
         let (startsNow, jobsDispatched) = updateWorker(workerID) { worker in
             // A job beyond what the worker runs at once waits in the worker: its timeout starts later.
             let startsNow = worker.inFlight.count < jobsPerWorker
-            worker.inFlight.append(request.id)
+            if let position { worker.inFlight.insert(request.id, at: position) } else { worker.inFlight.append(request.id) }
             worker.jobsDispatched += 1
             worker.idleSince = nil
             return (startsNow, worker.jobsDispatched)
@@ -216,7 +217,7 @@ extension PoolStateMachine {
         }
         running[request.id] = RunningJob(
             name: request.name, workerID: workerID, waiter: request.waiter, pendingTimeout: startsNow ? nil : request.timeout,
-            held: held)
+            priority: request.priority, held: held)
         actions.append(.dispatch(Dispatch(
             workerID: workerID, jobID: request.id, name: request.name, payload: request.payload,
             timeout: startsNow ? request.timeout : nil, announceStart: !startsNow && request.timeout != nil, timed: request.timeout != nil,
@@ -225,6 +226,20 @@ extension PoolStateMachine {
             // Its last job: start the replacement now, while that job runs.
             retire(workerID, because: "it ran its maximum of \(limit) jobs", now: now, &actions)
         }
+    }
+
+    /// Where a job held by a worker goes in its `inFlight`, if not at the end: the worker holds
+    /// jobs highest priority first (see `WorkerServer`), so a job that outranks the last ones
+    /// held goes ahead of them, and `inFlight` stays in the order the worker runs its jobs in
+    /// (the jobs it runs first; a recall relies on it). Nil, the common case, for the end.
+    private func heldPosition(for priority: JobPriority, on workerID: Int, runsAtOnce: Int) -> Int? {
+        guard let index = workers.index(forKey: workerID), workers.values[index].inFlight.count > runsAtOnce,
+              let last = workers.values[index].inFlight.last, let lastPriority = running[last]?.priority, lastPriority < priority
+        else { return nil }
+        let inFlight = workers.values[index].inFlight
+        var position = inFlight.count - 1
+        while position > runsAtOnce, let before = running[inFlight[position - 1]]?.priority, before < priority { position -= 1 }
+        return position
     }
 
     /// The best queued job this worker may take: the highest priority, then the oldest, among

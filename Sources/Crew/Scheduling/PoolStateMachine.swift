@@ -150,6 +150,8 @@ struct PoolStateMachine<Waiter, Payload> {
         var isInit = false
         /// The job's timeout, while the worker holds the job without running it yet.
         var pendingTimeout: Duration? = nil
+        /// Its priority: the worker runs the jobs it holds highest first.
+        var priority: JobPriority = .normal
         /// For a job the worker holds before running it (prefetch), what it takes to queue the
         /// job again if the pool calls it back for an idle worker; nil for jobs that start at once,
         /// init jobs, and held jobs the worker reported started.

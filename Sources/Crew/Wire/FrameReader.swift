@@ -151,6 +151,7 @@ struct FrameReader {
             case .run:
                 let jobID: UInt64 = try body.integer()
                 let flags: UInt8 = try body.integer()
+                guard flags & ~7 == 0 else { throw WireError(description: "a run frame with unknown flags \(flags)") }
                 let priority: Int64 = flags & 4 != 0 ? try body.integer() : 0
                 let name = try body.string16()
                 return .run(

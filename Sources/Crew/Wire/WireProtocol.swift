@@ -16,7 +16,7 @@
 /// | type | direction | body |
 /// |---|---|---|
 /// | 1 hello | worker → pool | "CREW", version u16, pid i32, worker id u64, count u32, count × (str16 job name, str16 digest of its plain-data layouts or empty) |
-/// | 2 run | pool → worker | job id u64, flags u8 (bit 0: announce the start; bit 1: the job has a timeout, so its answer is never held back; bit 2: a priority follows), priority i64 if flagged (held jobs run highest first; 0 if absent), job name str16, encoded arguments (rest) |
+/// | 2 run | pool → worker | job id u64, flags u8 (bit 0: announce the start; bit 1: the job has a timeout, so its answer is never held back; bit 2: a priority follows; other bits must be 0), priority i64 if flagged (held jobs run highest first; 0 if absent), job name str16, encoded arguments (rest) |
 /// | 3 result | worker → pool | job id u64, encoded output (rest) |
 /// | 4 failure | worker → pool | job id u64, kind u8, error type str16, message str32 |
 /// | 5 cancel | pool → worker | job id u64 |
@@ -31,7 +31,7 @@
 /// ``PlainData`` types, and ends the worker otherwise.
 enum WireProtocol {
     /// The protocol version this build speaks. Peers must match exactly.
-    static let version: UInt16 = 4
+    static let version: UInt16 = 5
     static let magic: [UInt8] = Array("CREW".utf8)
     /// Bytes before the body: the length and the type.
     static let headerSize = 5
